@@ -1,0 +1,7 @@
+//! servent: a Gnutella 0.6 servent.
+//!
+//! Layers, from the bytes up: [`wire`] turns bytes into protocol values and back and knows
+//! nothing above it. Everything else (handshake, overlay routing, the network shell, shares and
+//! transfers) stands on it.
+
+pub mod wire;

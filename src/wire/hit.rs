@@ -1,0 +1,395 @@
+//! QueryHit (PROTOCOL.md §2.4): a head, N results, an optional QHD trailer, and the responder's
+//! servent GUID in the last 16 bytes. Decoding validates every result once and allocates
+//! nothing; results are then iterated from the bytes.
+
+use std::net::SocketAddrV4;
+
+use nom::Parser;
+use nom::bytes::complete::take;
+use nom::number::complete::{le_u16, le_u32, u8 as byte};
+use serde::ser::SerializeSeq;
+use serde::{Serialize, Serializer};
+
+use super::error::WireError;
+use super::ext::Extensions;
+use super::ggep::{Ggep, MAGIC};
+use super::simple::{cstr, fixed};
+use super::types::{
+    FileIndex, ServentId, Text, VendorCode, addr_from_parts, ser_hex,
+};
+
+/// One shared file in a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HitResult<'a> {
+    pub index: FileIndex,
+    /// 0xFFFFFFFF when the file is 4 GiB or more; see [`HitResult::file_size`].
+    pub size: u32,
+    pub name: Text<'a>,
+    pub extensions: Extensions<'a>,
+}
+
+impl HitResult<'_> {
+    /// The real size: GGEP `LF` overrides the 32-bit field for large files.
+    pub fn file_size(&self) -> u64 {
+        self.extensions
+            .ggep()
+            .and_then(|g| g.int("LF"))
+            .unwrap_or(u64::from(self.size))
+    }
+}
+
+fn split_result(i: &[u8]) -> Result<(&[u8], HitResult<'_>), WireError> {
+    let (i, (index, size)) = fixed((le_u32, le_u32).parse(i), "query hit result")?;
+    let (i, name) = cstr(i, "query hit file name")?;
+    let (i, ext) = cstr(i, "query hit result extensions")?;
+    Ok((
+        i,
+        HitResult {
+            index: FileIndex(index),
+            size,
+            name,
+            extensions: Extensions::parse(ext.0)?,
+        },
+    ))
+}
+
+/// The results of a hit: validated bytes and their count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Results<'a> {
+    raw: &'a [u8],
+    count: u8,
+}
+
+impl<'a> Results<'a> {
+    /// Validates `count` results at the start of `i`; returns them and the bytes after.
+    fn parse(i: &'a [u8], count: u8) -> Result<(Self, &'a [u8]), WireError> {
+        let mut rest = i;
+        for parsed in 0..count {
+            rest = match split_result(rest) {
+                Ok((r, _)) => r,
+                Err(WireError::Truncated { .. } | WireError::MissingNul { .. }) => {
+                    return Err(WireError::HitCountOverrun { count, parsed });
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        let raw = &i[..i.len() - rest.len()];
+        Ok((Results { raw, count }, rest))
+    }
+
+    /// Results written by [`ResultsBuilder`], or any bytes holding exactly `count` results.
+    pub fn from_bytes(raw: &'a [u8], count: u8) -> Result<Self, WireError> {
+        let (r, rest) = Self::parse(raw, count)?;
+        if !rest.is_empty() {
+            return Err(WireError::TrailingBytes {
+                what: "results",
+                len: rest.len(),
+            });
+        }
+        Ok(r)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = HitResult<'a>> + 'a {
+        let mut rest = self.raw;
+        // Validated when parsed, so split_result cannot fail here; stopping is the safe answer.
+        (0..self.count).map_while(move |_| {
+            let (r, res) = split_result(rest).ok()?;
+            rest = r;
+            Some(res)
+        })
+    }
+}
+
+impl std::fmt::Debug for Results<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Results<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for r in self.iter() {
+            seq.serialize_element(&r)?;
+        }
+        seq.end()
+    }
+}
+
+/// Writes the results of a hit.
+#[derive(Default)]
+pub struct ResultsBuilder {
+    buf: Vec<u8>,
+    count: u8,
+}
+
+impl ResultsBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a result; `extensions` comes from [`super::ext::ExtBuilder`] and must hold no NUL.
+    /// Returns false, adding nothing, once 255 results are in.
+    pub fn push(&mut self, index: FileIndex, size: u32, name: &str, extensions: &[u8]) -> bool {
+        if self.count == u8::MAX {
+            return false;
+        }
+        self.buf.extend_from_slice(&index.0.to_le_bytes());
+        self.buf.extend_from_slice(&size.to_le_bytes());
+        self.buf.extend(name.bytes().filter(|&b| b != 0));
+        self.buf.push(0);
+        self.buf.extend(extensions.iter().filter(|&&b| b != 0));
+        self.buf.push(0);
+        self.count += 1;
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn count(&self) -> u8 {
+        self.count
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// The QHD flag bits; each is set when `A & B` has it (PROTOCOL.md §2.4: A marks which bits
+/// mean something and B holds them, except for push where it is the other way round, so the
+/// conjunction is right for all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+pub struct QhdFlags {
+    pub push: bool,
+    pub busy: bool,
+    pub uploaded: bool,
+    pub measured_speed: bool,
+    pub ggep: bool,
+}
+
+impl QhdFlags {
+    const PUSH: u8 = 0x01;
+    const BUSY: u8 = 0x04;
+    const UPLOADED: u8 = 0x08;
+    const SPEED: u8 = 0x10;
+    const GGEP: u8 = 0x20;
+
+    fn from_ab(a: u8, b: u8) -> Self {
+        let v = a & b;
+        QhdFlags {
+            push: v & Self::PUSH != 0,
+            busy: v & Self::BUSY != 0,
+            uploaded: v & Self::UPLOADED != 0,
+            measured_speed: v & Self::SPEED != 0,
+            ggep: v & Self::GGEP != 0,
+        }
+    }
+
+    /// Bytes A and B the way gtk-gnutella writes them: A = 0x2C|push (bits 2, 3, 5 are
+    /// meaningful, plus push as a value), B = 0x01 (push meaningful) | busy | uploaded | GGEP.
+    /// Speed is marked meaningful only when measured.
+    pub fn to_ab(self) -> [u8; 2] {
+        let mut a = Self::BUSY | Self::UPLOADED | Self::GGEP;
+        let mut b = Self::PUSH;
+        if self.push {
+            a |= Self::PUSH;
+        }
+        if self.measured_speed {
+            a |= Self::SPEED;
+            b |= Self::SPEED;
+        }
+        for (on, bit) in [
+            (self.busy, Self::BUSY),
+            (self.uploaded, Self::UPLOADED),
+            (self.ggep, Self::GGEP),
+        ] {
+            if on {
+                b |= bit;
+            }
+        }
+        [a, b]
+    }
+}
+
+/// The QHD ("query hit descriptor") trailer: vendor, open data, private area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Qhd<'a> {
+    pub vendor: VendorCode,
+    #[serde(serialize_with = "ser_hex")]
+    pub open_data: &'a [u8],
+    #[serde(serialize_with = "ser_hex")]
+    pub private: &'a [u8],
+}
+
+impl<'a> Qhd<'a> {
+    /// Flags as gtk-gnutella reads them (`search.c`): open data of 2 or 4 bytes carries A and B
+    /// (the XML length of LimeWire's 4 is not a flag); NapShare's single byte is the flags;
+    /// anything else carries none.
+    pub fn flags(&self) -> Option<QhdFlags> {
+        match self.open_data {
+            [a, b] | [a, b, _, _] => Some(QhdFlags::from_ab(*a, *b)),
+            [f] if self.vendor.0 == *b"NAPS" => Some(QhdFlags::from_ab(*f, *f)),
+            _ => None,
+        }
+    }
+
+    /// The private area's GGEP block, when the flags announce one. Like gtk-gnutella, it may
+    /// start anywhere in the area (LimeWire puts a byte before it), and a malformed one is
+    /// ignored rather than costing the hit.
+    pub fn ggep(&self) -> Option<Ggep<'a>> {
+        if !self.flags()?.ggep {
+            return None;
+        }
+        let start = memchr::memchr(MAGIC, self.private)?;
+        Ggep::parse_block(&self.private[start..]).ok().map(|(g, _)| g)
+    }
+}
+
+/// What sits between the last result and the servent GUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trailer<'a> {
+    None,
+    Qhd(Qhd<'a>),
+    /// Too short for a QHD, or an open-data size past its end. gtk-gnutella keeps such hits
+    /// (PROTOCOL.md §2.4: be lenient), and so do we.
+    Unknown(#[serde(serialize_with = "ser_hex")] &'a [u8]),
+}
+
+impl<'a> Trailer<'a> {
+    fn parse(t: &'a [u8]) -> Self {
+        if t.is_empty() {
+            return Trailer::None;
+        }
+        let parsed = (take::<_, _, nom::error::Error<&[u8]>>(4usize), byte)
+            .parse(t)
+            .ok()
+            .and_then(|(rest, (vendor, open)): (&[u8], (&[u8], u8))| {
+                let (open_data, private) = rest.split_at_checked(open as usize)?;
+                Some(Trailer::Qhd(Qhd {
+                    vendor: VendorCode(vendor.try_into().ok()?),
+                    open_data,
+                    private,
+                }))
+            });
+        parsed.unwrap_or(Trailer::Unknown(t))
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Trailer::None => {}
+            Trailer::Qhd(q) => {
+                out.extend_from_slice(&q.vendor.0);
+                out.push(q.open_data.len() as u8);
+                out.extend_from_slice(q.open_data);
+                out.extend_from_slice(q.private);
+            }
+            Trailer::Unknown(b) => out.extend_from_slice(b),
+        }
+    }
+
+    pub fn qhd(&self) -> Option<&Qhd<'a>> {
+        match self {
+            Trailer::Qhd(q) => Some(q),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct QueryHit<'a> {
+    pub addr: SocketAddrV4,
+    /// Announced speed in kbit/s.
+    pub speed: u32,
+    pub results: Results<'a>,
+    pub trailer: Trailer<'a>,
+    pub servent: ServentId,
+}
+
+impl<'a> QueryHit<'a> {
+    pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
+        let (rest, (count, port, ip, speed)) =
+            fixed((byte, le_u16, take(4usize), le_u32).parse(p), "query hit")?;
+        let (results, rest) = Results::parse(rest, count)?;
+        let Some(split) = rest.len().checked_sub(16) else {
+            return Err(WireError::HitTrailerTruncated { len: rest.len() });
+        };
+        let (trailer, guid) = rest.split_at(split);
+        Ok(QueryHit {
+            addr: addr_from_parts(ip.try_into().expect("took 4"), port),
+            speed,
+            results,
+            trailer: Trailer::parse(trailer),
+            servent: ServentId(guid.try_into().expect("split at len-16")),
+        })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.results.count);
+        out.extend_from_slice(&self.addr.port().to_le_bytes());
+        out.extend_from_slice(&self.addr.ip().octets());
+        out.extend_from_slice(&self.speed.to_le_bytes());
+        out.extend_from_slice(self.results.raw);
+        self.trailer.encode(out);
+        out.extend_from_slice(&self.servent.0);
+    }
+
+    /// The flags of the QHD, when there is one that carries flags.
+    pub fn flags(&self) -> Option<QhdFlags> {
+        self.trailer.qhd().and_then(Qhd::flags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gtkg_flag_bytes_read_back_as_written() {
+        // PROTOCOL.md §12: gtk-gnutella sends 2C 21 (not firewalled, GGEP), 2D 21 (push),
+        // 2C 29 (uploaded).
+        assert_eq!(
+            QhdFlags::from_ab(0x2c, 0x21),
+            QhdFlags {
+                ggep: true,
+                ..Default::default()
+            }
+        );
+        assert!(QhdFlags::from_ab(0x2d, 0x21).push);
+        assert!(QhdFlags::from_ab(0x2c, 0x29).uploaded);
+        let f = QhdFlags {
+            push: true,
+            uploaded: true,
+            ggep: true,
+            ..Default::default()
+        };
+        assert_eq!(f.to_ab(), [0x2d, 0x29]);
+        let [a, b] = f.to_ab();
+        assert_eq!(QhdFlags::from_ab(a, b), f);
+    }
+
+    #[test]
+    fn short_trailers_are_kept_as_unknown() {
+        assert_eq!(Trailer::parse(b"GTK"), Trailer::Unknown(b"GTK"));
+        assert_eq!(Trailer::parse(b"GTKG\x05ab"), Trailer::Unknown(b"GTKG\x05ab"));
+        assert!(matches!(Trailer::parse(b"GTKG\x00"), Trailer::Qhd(_)));
+    }
+}
