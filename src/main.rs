@@ -22,12 +22,16 @@ enum Command {
 }
 
 /// Decode Gnutella descriptors given as hex and print each as JSON.
-///
-/// The hex may hold several descriptors back to back (header included). Spaces, newlines and
-/// '|' are ignored, so bytes copied from a capture or from PROTOCOL.md paste as they are.
-/// Exits 1 if the input is not hex or a descriptor is malformed, saying why.
 #[derive(FromArgs)]
-#[argh(subcommand, name = "decode")]
+#[argh(
+    subcommand,
+    name = "decode",
+    note = "The hex may hold several descriptors back to back, header included. Spaces, \
+newlines and '|' are ignored, so bytes copied from a capture or from PROTOCOL.md paste as they \
+are. Exits 1 if the input is not hex or a descriptor is malformed, saying why and giving a \
+stable error code such as [hit-count-overrun].",
+    example = "echo '5a1f0e3c8b27d4e9ff1c6a2b7d3e9f00 00 01 00 00 00 00 00' | servent decode"
+)]
 struct DecodeArgs {
     /// print one JSON object per line instead of pretty-printed JSON
     #[argh(switch)]
