@@ -198,7 +198,12 @@ impl<'a> Ggep<'a> {
         let mut count = 0;
         let rest = Self::walk_block(input, &mut count)?;
         let used = input.len() - rest.len();
-        Ok((Ggep { raw: &input[..used] }, rest))
+        Ok((
+            Ggep {
+                raw: &input[..used],
+            },
+            rest,
+        ))
     }
 
     /// Parses bytes that must be nothing but GGEP blocks (the tail of a Ping, Pong or Push).

@@ -14,9 +14,7 @@ use super::error::WireError;
 use super::ext::Extensions;
 use super::ggep::{Ggep, MAGIC};
 use super::simple::{cstr, fixed};
-use super::types::{
-    FileIndex, ServentId, Text, VendorCode, addr_from_parts, ser_hex,
-};
+use super::types::{FileIndex, ServentId, Text, VendorCode, addr_from_parts, ser_hex};
 
 /// One shared file in a hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -259,7 +257,9 @@ impl<'a> Qhd<'a> {
             return None;
         }
         let start = memchr::memchr(MAGIC, self.private)?;
-        Ggep::parse_block(&self.private[start..]).ok().map(|(g, _)| g)
+        Ggep::parse_block(&self.private[start..])
+            .ok()
+            .map(|(g, _)| g)
     }
 }
 
@@ -389,7 +389,10 @@ mod tests {
     #[test]
     fn short_trailers_are_kept_as_unknown() {
         assert_eq!(Trailer::parse(b"GTK"), Trailer::Unknown(b"GTK"));
-        assert_eq!(Trailer::parse(b"GTKG\x05ab"), Trailer::Unknown(b"GTKG\x05ab"));
+        assert_eq!(
+            Trailer::parse(b"GTKG\x05ab"),
+            Trailer::Unknown(b"GTKG\x05ab")
+        );
         assert!(matches!(Trailer::parse(b"GTKG\x00"), Trailer::Qhd(_)));
     }
 }

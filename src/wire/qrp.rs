@@ -71,8 +71,7 @@ impl<'a> QrpMessage<'a> {
         let (rest, variant) = fixed(byte.parse(p), "qrp")?;
         match variant {
             0 => {
-                let (rest, (table_len, infinity)) =
-                    fixed((le_u32, byte).parse(rest), "qrp reset")?;
+                let (rest, (table_len, infinity)) = fixed((le_u32, byte).parse(rest), "qrp reset")?;
                 if !rest.is_empty() {
                     return Err(WireError::TrailingBytes {
                         what: "qrp reset",
@@ -399,11 +398,7 @@ impl QrpReceiver {
                     let used = (z.total_in() - before_in) as usize;
                     let made = (z.total_out() - before_out) as usize;
                     input = &input[used..];
-                    let parts = (
-                        &mut pending.table,
-                        pending.entry_bits,
-                        &mut pending.slot,
-                    );
+                    let parts = (&mut pending.table, pending.entry_bits, &mut pending.slot);
                     apply(parts, &buf[..made], peer_slots, shift)?;
                     if status == flate2::Status::StreamEnd {
                         if !last || !input.is_empty() {

@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(g.to_string(), "8f3a9c1e5b7d2f4aff61d0c2e4b6a801");
         assert_eq!(ServentId::from_hex(&g.to_hex()), Some(g));
         assert_eq!(ServentId::from_hex("8f3a"), None);
-        assert_eq!(ServentId::from_hex("zz3a9c1e5b7d2f4aff61d0c2e4b6a801"), None);
+        assert_eq!(
+            ServentId::from_hex("zz3a9c1e5b7d2f4aff61d0c2e4b6a801"),
+            None
+        );
     }
 
     #[test]

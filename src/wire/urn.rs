@@ -43,7 +43,8 @@ impl Sha1Urn {
     /// Parses `urn:sha1:<32>` or `urn:bitprint:<32>.<39>` (which starts with the SHA-1), any
     /// case.
     pub fn parse(s: &[u8]) -> Result<Self, BadUrn> {
-        let lower_prefix = |p: &str| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+        let lower_prefix =
+            |p: &str| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p.as_bytes());
         if lower_prefix(PREFIX) {
             Self::from_base32(&s[PREFIX.len()..])
         } else if lower_prefix(BITPRINT) && s.len() == BITPRINT.len() + 32 + 1 + 39 {
