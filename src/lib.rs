@@ -4,4 +4,5 @@
 //! nothing above it. Everything else (handshake, overlay routing, the network shell, shares and
 //! transfers) stands on it.
 
+pub mod handshake;
 pub mod wire;
