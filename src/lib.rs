@@ -5,4 +5,5 @@
 //! transfers) stands on it.
 
 pub mod handshake;
+pub mod overlay;
 pub mod wire;

@@ -224,3 +224,19 @@ mod tests {
         assert_eq!(out, [0xc6, 0x33, 0x64, 0x07, 0xca, 0x18]);
     }
 }
+
+macro_rules! guid_from_bytes {
+    ($name:ident) => {
+        impl $name {
+            /// Random bytes from the caller's generator, with the 0.6 marks applied. Lets the
+            /// pure core stay deterministic under a seeded generator.
+            pub fn from_random(mut b: [u8; 16]) -> Self {
+                b[8] = 0xff;
+                b[15] = 0x00;
+                Self(b)
+            }
+        }
+    };
+}
+guid_from_bytes!(Guid);
+guid_from_bytes!(ServentId);

@@ -1,0 +1,231 @@
+//! The host cache: addresses of servents learnt from pongs, `X-Try-Ultrapeers`, `--peer` and
+//! bootstrap services, with a back-off per address so a dead host is not hammered.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// Hosts remembered. gtk-gnutella keeps a few thousand per class; 4096 is plenty to rejoin.
+pub const HOST_CAPACITY: usize = 4096;
+/// First retry delay after a failed dial; doubles per failure up to [`MAX_BACKOFF`].
+pub const BASE_BACKOFF: Duration = Duration::from_secs(15);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostEntry {
+    pub addr: SocketAddrV4,
+    /// Announced itself as an ultrapeer (X-Try-Ultrapeers, GGEP `UP` in its pong).
+    pub ultrapeer: bool,
+    /// Given by the user: never evicted.
+    pub pinned: bool,
+    #[serde(skip)]
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    entry: HostEntry,
+    seen: Instant,
+    next_try: Instant,
+}
+
+pub struct HostCache {
+    hosts: HashMap<SocketAddrV4, Slot>,
+    capacity: usize,
+    accept_private: bool,
+}
+
+/// An address worth dialling: not unspecified, broadcast or multicast, port not 0; private and
+/// loopback ranges only where they are allowed (tests, LANs).
+pub fn usable(addr: &SocketAddrV4, accept_private: bool) -> bool {
+    let ip: &Ipv4Addr = addr.ip();
+    let local = ip.is_private() || ip.is_loopback() || ip.is_link_local();
+    addr.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_broadcast()
+        && !ip.is_multicast()
+        && !ip.is_documentation()
+        && (accept_private || !local)
+}
+
+impl HostCache {
+    pub fn new(capacity: usize, accept_private: bool) -> Self {
+        HostCache {
+            hosts: HashMap::new(),
+            capacity: capacity.max(1),
+            accept_private,
+        }
+    }
+
+    /// Adds or refreshes a host. Returns false if the address is not usable.
+    pub fn add(&mut self, addr: SocketAddrV4, ultrapeer: bool, pinned: bool, now: Instant) -> bool {
+        if !usable(&addr, self.accept_private) {
+            return false;
+        }
+        if let Some(s) = self.hosts.get_mut(&addr) {
+            s.seen = now;
+            s.entry.ultrapeer |= ultrapeer;
+            s.entry.pinned |= pinned;
+            return true;
+        }
+        if self.hosts.len() >= self.capacity {
+            self.evict_one();
+        }
+        if self.hosts.len() >= self.capacity {
+            return false;
+        }
+        self.hosts.insert(
+            addr,
+            Slot {
+                entry: HostEntry {
+                    addr,
+                    ultrapeer,
+                    pinned,
+                    failures: 0,
+                },
+                seen: now,
+                next_try: now,
+            },
+        );
+        true
+    }
+
+    fn evict_one(&mut self) {
+        let victim = self
+            .hosts
+            .values()
+            .filter(|s| !s.entry.pinned)
+            .min_by_key(|s| (std::cmp::Reverse(s.entry.failures), s.seen))
+            .map(|s| s.entry.addr);
+        if let Some(a) = victim {
+            self.hosts.remove(&a);
+        }
+    }
+
+    /// A dial failed: back off (15 s doubling to 30 min). Unpinned hosts that keep failing go.
+    pub fn failed(&mut self, addr: &SocketAddrV4, now: Instant) {
+        let Some(s) = self.hosts.get_mut(addr) else {
+            return;
+        };
+        s.entry.failures += 1;
+        let shift = s.entry.failures.min(8) - 1;
+        let delay = (BASE_BACKOFF * (1 << shift)).min(MAX_BACKOFF);
+        s.next_try = now + delay;
+        if s.entry.failures >= 6 && !s.entry.pinned {
+            self.hosts.remove(addr);
+        }
+    }
+
+    /// A connection worked: reset the back-off.
+    pub fn succeeded(&mut self, addr: &SocketAddrV4, now: Instant) {
+        if let Some(s) = self.hosts.get_mut(addr) {
+            s.entry.failures = 0;
+            s.seen = now;
+            s.next_try = now;
+        }
+    }
+
+    /// Hosts that may be dialled now, pinned first, then ultrapeers, then the freshest.
+    pub fn candidates(&self, now: Instant) -> Vec<SocketAddrV4> {
+        let mut c: Vec<&Slot> = self.hosts.values().filter(|s| s.next_try <= now).collect();
+        c.sort_by_key(|s| {
+            (
+                !s.entry.pinned,
+                !s.entry.ultrapeer,
+                s.entry.failures,
+                std::cmp::Reverse(s.seen),
+            )
+        });
+        c.into_iter().map(|s| s.entry.addr).collect()
+    }
+
+    /// The freshest ultrapeers, for `X-Try-Ultrapeers` and pongs.
+    pub fn freshest(&self, n: usize, exclude: Option<SocketAddrV4>) -> Vec<SocketAddrV4> {
+        let mut c: Vec<&Slot> = self
+            .hosts
+            .values()
+            .filter(|s| Some(s.entry.addr) != exclude && s.entry.failures == 0)
+            .collect();
+        c.sort_by_key(|s| (!s.entry.ultrapeer, std::cmp::Reverse(s.seen)));
+        c.into_iter().take(n).map(|s| s.entry.addr).collect()
+    }
+
+    pub fn entries(&self) -> Vec<HostEntry> {
+        self.hosts.values().map(|s| s.entry.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddrV4 {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn unusable_addresses_are_refused() {
+        let mut h = HostCache::new(8, false);
+        let now = Instant::now();
+        assert!(!h.add(a("0.0.0.0:6346"), false, false, now));
+        assert!(!h.add(a("127.0.0.1:6346"), false, false, now));
+        assert!(!h.add(a("10.1.2.3:6346"), false, false, now));
+        assert!(!h.add(a("224.0.0.1:6346"), false, false, now));
+        assert!(!h.add(a("8.8.8.8:0"), false, false, now));
+        assert!(h.add(a("8.8.8.8:6346"), false, false, now));
+        let mut local = HostCache::new(8, true);
+        assert!(local.add(a("127.0.0.1:6346"), false, false, now));
+    }
+
+    #[test]
+    fn failures_back_off_and_pinned_hosts_come_first_and_stay() {
+        let mut h = HostCache::new(8, true);
+        let now = Instant::now();
+        h.add(a("127.0.0.1:1"), true, false, now);
+        h.add(a("127.0.0.1:2"), false, true, now);
+        assert_eq!(h.candidates(now), vec![a("127.0.0.1:2"), a("127.0.0.1:1")]);
+        h.failed(&a("127.0.0.1:1"), now);
+        assert_eq!(h.candidates(now), vec![a("127.0.0.1:2")]);
+        assert_eq!(
+            h.candidates(now + BASE_BACKOFF),
+            vec![a("127.0.0.1:2"), a("127.0.0.1:1")]
+        );
+        for _ in 0..10 {
+            h.failed(&a("127.0.0.1:2"), now);
+            h.failed(&a("127.0.0.1:1"), now);
+        }
+        assert_eq!(
+            h.len(),
+            1,
+            "the unpinned failing host is gone, the pinned one stays"
+        );
+        assert!(h.candidates(now + MAX_BACKOFF).contains(&a("127.0.0.1:2")));
+    }
+
+    #[test]
+    fn capacity_is_a_bound() {
+        let mut h = HostCache::new(3, true);
+        let now = Instant::now();
+        for p in 1..=10u64 {
+            h.add(
+                a(&format!("127.0.0.1:{p}")),
+                false,
+                false,
+                now + Duration::from_secs(p),
+            );
+        }
+        assert_eq!(h.len(), 3);
+        assert!(
+            h.candidates(now + Duration::from_secs(20))
+                .contains(&a("127.0.0.1:10"))
+        );
+    }
+}

@@ -1,0 +1,1015 @@
+//! The routing core (PROTOCOL.md §1, §5): no sockets and no clock. It takes events (a link came
+//! up or went down, a descriptor arrived, a timer fired) with the time `now`, and writes the
+//! actions that follow (send these bytes on link C, close C with a Bye, dial an address, hand
+//! something to the local servent). The network shell drives one; the simulator drives
+//! thousands.
+//!
+//! Invariants: a link is known from `Connected` to `Closed` and never after (ids are not
+//! reused); every table is bounded; a descriptor is forwarded at most once per link and never
+//! back to where it came from.
+
+pub mod hosts;
+pub mod queue;
+pub mod routes;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace};
+
+use crate::handshake::Role;
+use crate::wire::ggep::{Encoding, GgepBuilder};
+use crate::wire::qrp::{QrpError, QrpReceiver};
+use crate::wire::vendor::{SupportedMessage, selector, supported_entries};
+use crate::wire::{
+    Bye, Descriptor, Frame, Ggep, Guid, HEADER_LEN, Hops, Payload, PayloadType, Ping, Pong, Push,
+    QrpMessage, ServentId, Ttl, VendorBody, VendorMessage, simple::bye_code,
+};
+
+pub use hosts::{HostCache, HostEntry};
+pub use routes::{PushRoutes, RouteTable, Source};
+
+/// A link's identity. Never reused within a run, so a stale route cannot reach a new link.
+pub type ConnId = u64;
+
+/// gtk-gnutella's `hard_ttl_limit`: hops + TTL above this is dropped (PROTOCOL.md §1).
+pub const HARD_TTL_LIMIT: u8 = 15;
+/// Pings answered per link: a burst of 5, then one per 3 s (gtk-gnutella throttles to one per
+/// 3 s per peer, PROTOCOL.md §5).
+const PING_BURST: u32 = 5;
+const PING_REFILL: Duration = Duration::from_secs(3);
+/// Pings refused within a minute before the peer is dropped as a flooder.
+const PING_FLOOD_LIMIT: u32 = 30;
+/// Malformed descriptors tolerated from one link before Bye 409.
+const MAX_ERRORS: u32 = 20;
+/// Cached pongs given per ping (PROTOCOL.md §5: ≤ 10).
+const PONGS_PER_PING: usize = 10;
+/// A dial the shell never reported on is forgotten after this.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the node behaves; defaults follow PROTOCOL.md §4–§5 and gtk-gnutella.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub role: Role,
+    pub servent: ServentId,
+    /// Our `X-Max-TTL`: fresh queries are trimmed to this (gtk-gnutella 4).
+    pub max_ttl: u8,
+    /// Ultrapeer links we try to keep by dialling (a leaf keeps 3, PROTOCOL.md §7).
+    pub want_ultrapeers: usize,
+    /// Ultrapeer links we accept at most (our degree).
+    pub max_ultrapeers: usize,
+    pub max_leaves: usize,
+    /// Allow loopback and private addresses in the host cache (tests, LANs).
+    pub accept_private: bool,
+    /// Our listening address as others should dial it, for our own pong.
+    pub advertise: Option<SocketAddrV4>,
+    /// Alive pings every 20 s (gtk-gnutella, PROTOCOL.md §5).
+    pub alive_interval: Duration,
+    /// Unanswered alive pings before Bye 406: 6 for an ultrapeer, 4 for a leaf.
+    pub alive_unanswered: u32,
+    /// No traffic this long: Bye 405 (gtk-gnutella 180 s).
+    pub idle_timeout: Duration,
+    /// Shared files and kilobytes, for our pong.
+    pub shared: (u32, u32),
+    /// Seed of the generator for MUIDs, so the simulator is reproducible.
+    pub seed: u64,
+}
+
+impl Config {
+    pub fn new(role: Role, servent: ServentId) -> Self {
+        Config {
+            role,
+            servent,
+            max_ttl: 4,
+            want_ultrapeers: if role == Role::Leaf { 3 } else { 8 },
+            max_ultrapeers: 32,
+            max_leaves: 30,
+            accept_private: false,
+            advertise: None,
+            alive_interval: Duration::from_secs(20),
+            alive_unanswered: if role == Role::Leaf { 4 } else { 6 },
+            idle_timeout: Duration::from_secs(180),
+            shared: (0, 0),
+            seed: u64::from_le_bytes(servent.0[..8].try_into().expect("16 bytes")),
+        }
+    }
+}
+
+/// What the shell knows of a new link after the handshake.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The socket's remote address.
+    pub addr: SocketAddrV4,
+    pub role: Role,
+    /// We dialled it.
+    pub outbound: bool,
+    /// Where it listens (its `Listen-IP`/`Node` header, or the dialled address).
+    pub listen: Option<SocketAddrV4>,
+    pub guid: Option<ServentId>,
+    pub max_ttl: Option<u8>,
+    pub ggep: bool,
+    pub user_agent: String,
+}
+
+pub enum Event<'a> {
+    Connected {
+        id: ConnId,
+        info: ConnInfo,
+    },
+    Closed {
+        id: ConnId,
+    },
+    Frame {
+        id: ConnId,
+        frame: Frame<'a>,
+    },
+    /// A dial failed; the peer may have offered other hosts.
+    DialFailed {
+        addr: SocketAddrV4,
+        try_hosts: Vec<SocketAddrV4>,
+    },
+    /// Hosts from a bootstrap service or the user; `pinned` ones are kept and redialled.
+    Hosts {
+        addrs: Vec<SocketAddrV4>,
+        ultrapeer: bool,
+        pinned: bool,
+    },
+    Tick,
+}
+
+/// Something for the local servent (answering, searching, pushing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A query to answer from our shares. `msg` is the whole descriptor as received.
+    Query { from: ConnId, msg: Arc<[u8]> },
+    /// A hit for one of our searches.
+    Hit { msg: Arc<[u8]> },
+    /// A Push for us: connect out and offer the file.
+    Push { msg: Arc<[u8]> },
+    /// A peer asked us to connect back to it (BEAR/7), proving we are reachable.
+    ConnectBack { addr: SocketAddrV4 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Queue a whole descriptor on a link.
+    Send {
+        to: ConnId,
+        msg: Arc<[u8]>,
+    },
+    /// Close a link, with a Bye first when given.
+    Close {
+        id: ConnId,
+        bye: Option<(u16, String)>,
+    },
+    Dial(SocketAddrV4),
+    Deliver(Delivery),
+}
+
+/// Counters a person can read in `servent status` and the logs.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Stats {
+    pub received: u64,
+    pub queries_forwarded: u64,
+    pub duplicates: u64,
+    pub dropped_ttl: u64,
+    pub unroutable: u64,
+    pub malformed: u64,
+    pub hits_routed: u64,
+    pub pushes_routed: u64,
+}
+
+struct Conn {
+    info: ConnInfo,
+    connected_at: Instant,
+    last_rx: Instant,
+    last_alive: Instant,
+    alive_muid: Option<Guid>,
+    alive_unanswered: u32,
+    ping_tokens: u32,
+    ping_refill: Instant,
+    flood_window: Instant,
+    flood_count: u32,
+    errors: u32,
+    /// Hops Flow: send only queries whose hops (after increment) are below this.
+    hops_flow: u8,
+    connect_back_done: bool,
+    qrp: Option<QrpReceiver>,
+    received: u64,
+}
+
+/// One connection as status displays see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnSummary {
+    pub id: ConnId,
+    pub addr: SocketAddrV4,
+    pub role: Role,
+    pub outbound: bool,
+    pub user_agent: String,
+    pub received: u64,
+    pub connected_secs: u64,
+}
+
+/// Small deterministic generator (splitmix64) for MUIDs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn guid(&mut self) -> Guid {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.next().to_le_bytes());
+        b[8..].copy_from_slice(&self.next().to_le_bytes());
+        Guid::from_random(b)
+    }
+}
+
+pub struct Overlay {
+    cfg: Config,
+    conns: HashMap<ConnId, Conn>,
+    routes: RouteTable,
+    push_routes: PushRoutes,
+    hosts: HostCache,
+    dialing: HashMap<SocketAddrV4, Instant>,
+    rng: Rng,
+    stats: Stats,
+    started: Instant,
+}
+
+/// A copy of `frame` with new TTL and hops, ready to share between links.
+fn reframe(frame: &Frame<'_>, ttl: u8, hops: u8) -> Arc<[u8]> {
+    let mut header = frame.header;
+    header.ttl = Ttl(ttl);
+    header.hops = Hops(hops);
+    let mut v = Vec::with_capacity(frame.len());
+    v.extend_from_slice(&header.to_bytes());
+    v.extend_from_slice(frame.payload);
+    v.into()
+}
+
+fn whole(frame: &Frame<'_>) -> Arc<[u8]> {
+    reframe(frame, frame.header.ttl.0, frame.header.hops.0)
+}
+
+fn bye(code: u16, reason: &str) -> Option<(u16, String)> {
+    Some((code, reason.to_string()))
+}
+
+impl Overlay {
+    pub fn new(cfg: Config, now: Instant) -> Self {
+        let hosts = HostCache::new(hosts::HOST_CAPACITY, cfg.accept_private);
+        let rng = Rng(cfg.seed);
+        Overlay {
+            cfg,
+            conns: HashMap::new(),
+            routes: RouteTable::new(routes::ROUTE_CAPACITY, routes::ROUTE_LIFETIME),
+            push_routes: PushRoutes::new(routes::PUSH_ROUTE_CAPACITY),
+            hosts,
+            dialing: HashMap::new(),
+            rng,
+            stats: Stats::default(),
+            started: now,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn hosts(&self) -> &HostCache {
+        &self.hosts
+    }
+
+    pub fn role(&self) -> Role {
+        self.cfg.role
+    }
+
+    pub fn servent(&self) -> ServentId {
+        self.cfg.servent
+    }
+
+    pub fn set_shared(&mut self, files: u32, kbytes: u32) {
+        self.cfg.shared = (files, kbytes);
+    }
+
+    pub fn set_advertise(&mut self, addr: Option<SocketAddrV4>) {
+        self.cfg.advertise = addr;
+    }
+
+    pub fn connection_count(&self, role: Role) -> usize {
+        self.conns.values().filter(|c| c.info.role == role).count()
+    }
+
+    /// Slots still open, for the handshake's admission.
+    pub fn free_slots(&self) -> (usize, usize) {
+        let leaves = self
+            .cfg
+            .max_leaves
+            .saturating_sub(self.connection_count(Role::Leaf));
+        let ups = self
+            .cfg
+            .max_ultrapeers
+            .saturating_sub(self.connection_count(Role::Ultrapeer));
+        (leaves, ups)
+    }
+
+    /// Whether a peer with this GUID or listening address is already linked (409).
+    pub fn is_connected(&self, guid: Option<ServentId>, listen: Option<SocketAddrV4>) -> bool {
+        self.conns.values().any(|c| {
+            (guid.is_some() && c.info.guid == guid) || (listen.is_some() && c.info.listen == listen)
+        })
+    }
+
+    /// Hosts to offer in `X-Try-Ultrapeers`.
+    pub fn try_hosts(&self, exclude: Option<SocketAddrV4>) -> Vec<SocketAddrV4> {
+        self.hosts.freshest(10, exclude)
+    }
+
+    pub fn connections(&self, now: Instant) -> Vec<ConnSummary> {
+        let mut v: Vec<ConnSummary> = self
+            .conns
+            .iter()
+            .map(|(id, c)| ConnSummary {
+                id: *id,
+                addr: c.info.addr,
+                role: c.info.role,
+                outbound: c.info.outbound,
+                user_agent: c.info.user_agent.clone(),
+                received: c.received,
+                connected_secs: now.saturating_duration_since(c.connected_at).as_secs(),
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    pub fn handle(&mut self, ev: Event<'_>, now: Instant, out: &mut Vec<Action>) {
+        match ev {
+            Event::Connected { id, info } => self.on_connected(id, info, now, out),
+            Event::Closed { id } => self.on_closed(id),
+            Event::Frame { id, frame } => self.on_frame(id, &frame, now, out),
+            Event::DialFailed { addr, try_hosts } => {
+                self.dialing.remove(&addr);
+                self.hosts.failed(&addr, now);
+                for a in try_hosts {
+                    self.hosts.add(a, true, false, now);
+                }
+            }
+            Event::Hosts {
+                addrs,
+                ultrapeer,
+                pinned,
+            } => {
+                for a in addrs {
+                    self.hosts.add(a, ultrapeer, pinned, now);
+                }
+            }
+            Event::Tick => self.on_tick(now, out),
+        }
+    }
+
+    fn on_connected(&mut self, id: ConnId, info: ConnInfo, now: Instant, out: &mut Vec<Action>) {
+        if let Some(l) = info.listen {
+            self.dialing.remove(&l);
+            self.hosts.add(l, info.role == Role::Ultrapeer, false, now);
+            self.hosts.succeeded(&l, now);
+        }
+        info!(
+            "connected to {} ({}, {}, {})",
+            info.addr,
+            info.role,
+            if info.outbound {
+                "outgoing"
+            } else {
+                "incoming"
+            },
+            info.user_agent
+        );
+        // What we accept, so the peer knows it may send Hops Flow and connect-back requests.
+        let supported = supported_entries(&[
+            triple(selector::HOPS_FLOW),
+            triple(selector::TCP_CONNECT_BACK),
+            triple(selector::QUERY_STATUS_REQUEST),
+            triple(selector::PUSH_PROXY_REQUEST),
+        ]);
+        let ms = Descriptor {
+            muid: Guid([0; 16]),
+            ttl: Ttl(1),
+            hops: Hops(0),
+            payload: Payload::Vendor(VendorMessage::new(
+                selector::MESSAGES_SUPPORTED,
+                VendorBody::MessagesSupported {
+                    messages: crate::wire::vendor::List::from_entries(&supported)
+                        .expect("whole entries"),
+                },
+            )),
+        };
+        out.push(Action::Send {
+            to: id,
+            msg: ms.to_vec().into(),
+        });
+        let ggep = info.ggep;
+        let qrp =
+            (self.cfg.role == Role::Ultrapeer && info.role == Role::Leaf).then(QrpReceiver::new);
+        self.conns.insert(
+            id,
+            Conn {
+                info,
+                connected_at: now,
+                last_rx: now,
+                last_alive: now,
+                alive_muid: None,
+                alive_unanswered: 0,
+                ping_tokens: PING_BURST,
+                ping_refill: now,
+                flood_window: now,
+                flood_count: 0,
+                errors: 0,
+                hops_flow: u8::MAX,
+                connect_back_done: false,
+                qrp,
+                received: 0,
+            },
+        );
+        // A first ping learns hosts; with GGEP we ask for packed ultrapeers (SCP).
+        let muid = self.rng.guid();
+        let mut g = GgepBuilder::new();
+        if ggep {
+            g.push("SCP", &[1], Encoding::default()).expect("valid id");
+        }
+        let g = g.finish();
+        let ping = Descriptor {
+            muid,
+            ttl: Ttl(1),
+            hops: Hops(0),
+            payload: Payload::Ping(Ping {
+                ggep: (!g.is_empty()).then(|| Ggep::parse_all(&g).expect("built valid")),
+            }),
+        };
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.alive_muid = Some(muid);
+        }
+        out.push(Action::Send {
+            to: id,
+            msg: ping.to_vec().into(),
+        });
+    }
+
+    fn on_closed(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.remove(&id) {
+            info!("disconnected from {} ({})", c.info.addr, c.info.role);
+        }
+        self.routes.forget_conn(id);
+        self.push_routes.forget_conn(id);
+    }
+
+    fn close(&mut self, id: ConnId, code: u16, reason: &str, out: &mut Vec<Action>) {
+        if let Some(c) = self.conns.get(&id) {
+            info!("dropping {}: {code} {reason}", c.info.addr);
+        }
+        out.push(Action::Close {
+            id,
+            bye: bye(code, reason),
+        });
+    }
+
+    fn on_frame(&mut self, id: ConnId, frame: &Frame<'_>, now: Instant, out: &mut Vec<Action>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.last_rx = now;
+        conn.received += 1;
+        self.stats.received += 1;
+        let d = match Descriptor::decode(frame) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.malformed += 1;
+                conn.errors += 1;
+                debug!(
+                    "malformed {} from {}: {e}",
+                    frame.header.kind, conn.info.addr
+                );
+                if conn.errors > MAX_ERRORS {
+                    self.close(id, bye_code::TOO_MANY_ERRORS, "Too many errors", out);
+                }
+                return;
+            }
+        };
+        trace!(
+            "{} from {} ttl {} hops {}",
+            frame.header.kind, id, d.ttl.0, d.hops.0
+        );
+        if d.hops.0 == u8::MAX {
+            self.stats.dropped_ttl += 1;
+            return;
+        }
+        match d.payload {
+            Payload::Ping(p) => self.on_ping(id, &d, p, now, out),
+            Payload::Pong(p) => self.on_pong(id, &d, p, now),
+            Payload::Bye(b) => {
+                info!(
+                    "{} said goodbye: {} {}",
+                    conn.info.addr,
+                    b.code,
+                    b.reason.to_string_lossy()
+                );
+                out.push(Action::Close { id, bye: None });
+            }
+            Payload::Query(_) => self.on_query(id, frame, now, out),
+            Payload::QueryHit(h) => self.on_hit(id, frame, h.servent, now, out),
+            Payload::Push(p) => self.on_push(id, frame, &p, now, out),
+            Payload::Qrp(m) => self.on_qrp(id, m, out),
+            Payload::Vendor(v) => self.on_vendor(id, v, out),
+        }
+    }
+
+    fn on_ping(
+        &mut self,
+        id: ConnId,
+        d: &Descriptor<'_>,
+        p: Ping<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let conn = self.conns.get_mut(&id).expect("checked by on_frame");
+        let refills = (now.saturating_duration_since(conn.ping_refill).as_secs()
+            / PING_REFILL.as_secs()) as u32;
+        if refills > 0 {
+            conn.ping_tokens = (conn.ping_tokens + refills).min(PING_BURST);
+            conn.ping_refill = now;
+        }
+        if conn.ping_tokens == 0 {
+            if now.saturating_duration_since(conn.flood_window) > Duration::from_secs(60) {
+                conn.flood_window = now;
+                conn.flood_count = 0;
+            }
+            conn.flood_count += 1;
+            if conn.flood_count > PING_FLOOD_LIMIT {
+                self.close(id, bye_code::TOO_MANY_ERRORS, "Ping flood", out);
+            }
+            return;
+        }
+        conn.ping_tokens -= 1;
+        let peer_ggep = conn.info.ggep;
+        let peer_listen = conn.info.listen;
+        // Replies travel back one hop per hop the ping made, plus one.
+        let ttl = Ttl(d.hops.0.saturating_add(1));
+        let wants_hosts = p.ggep.is_some_and(|g| g.get("SCP").is_some());
+        let mut ggep = GgepBuilder::new();
+        if peer_ggep {
+            let up = self.cfg.role == Role::Ultrapeer;
+            let (free_leaves, free_ups) = self.free_slots();
+            let clamp = |n: usize| n.min(255) as u8;
+            ggep.push(
+                "UP",
+                &[
+                    0,
+                    clamp(if up { free_leaves } else { 0 }),
+                    clamp(if up { free_ups } else { 0 }),
+                ],
+                Encoding::default(),
+            )
+            .expect("valid id");
+            let mut vc = crate::wire::VendorCode::SRVT.0.to_vec();
+            vc.push(env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0));
+            ggep.push("VC", &vc, Encoding::default()).expect("valid id");
+            if wants_hosts {
+                let mut ipp = Vec::new();
+                for a in self.hosts.freshest(PONGS_PER_PING, peer_listen) {
+                    crate::wire::types::put_addr_ip_port(&mut ipp, &a);
+                }
+                if !ipp.is_empty() {
+                    ggep.push("IPP", &ipp, Encoding::default())
+                        .expect("valid id");
+                }
+            }
+        }
+        let ggep = ggep.finish();
+        if let Some(me) = self.cfg.advertise {
+            let pong = Descriptor {
+                muid: d.muid,
+                ttl,
+                hops: Hops(0),
+                payload: Payload::Pong(Pong {
+                    addr: me,
+                    files: self.cfg.shared.0,
+                    kbytes: self.cfg.shared.1,
+                    ggep: (!ggep.is_empty()).then(|| Ggep::parse_all(&ggep).expect("built valid")),
+                }),
+            };
+            out.push(Action::Send {
+                to: id,
+                msg: pong.to_vec().into(),
+            });
+        }
+        // Beyond the alive ping, answer from the cache of known hosts (pong caching).
+        if d.ttl.0 > 1 {
+            for a in self.hosts.freshest(PONGS_PER_PING, peer_listen) {
+                let pong = Descriptor {
+                    muid: d.muid,
+                    ttl,
+                    hops: Hops(1),
+                    payload: Payload::Pong(Pong {
+                        addr: a,
+                        files: 0,
+                        kbytes: 0,
+                        ggep: None,
+                    }),
+                };
+                out.push(Action::Send {
+                    to: id,
+                    msg: pong.to_vec().into(),
+                });
+            }
+        }
+    }
+
+    fn on_pong(&mut self, id: ConnId, d: &Descriptor<'_>, p: Pong<'_>, now: Instant) {
+        let conn = self.conns.get_mut(&id).expect("checked by on_frame");
+        if conn.alive_muid == Some(d.muid) {
+            conn.alive_unanswered = 0;
+        }
+        let ultrapeer = p.ggep.is_some_and(|g| g.get("UP").is_some());
+        self.hosts.add(p.addr, ultrapeer, false, now);
+        if let Some(ipp) = p.ggep.and_then(|g| g.value("IPP")) {
+            for c in ipp.chunks_exact(6) {
+                let a = crate::wire::types::addr_ip_port(c.try_into().expect("chunks of 6"));
+                self.hosts.add(a, true, false, now);
+            }
+        }
+    }
+
+    fn on_query(&mut self, id: ConnId, frame: &Frame<'_>, now: Instant, out: &mut Vec<Action>) {
+        let h = frame.header;
+        let from_leaf = self.conns[&id].info.role == Role::Leaf;
+        if from_leaf && h.hops.0 != 0 {
+            // A leaf relays nothing (PROTOCOL.md §1, gtk-gnutella Bye 414).
+            self.close(id, bye_code::LEAF_RELAYING, "Leaf relaying queries", out);
+            return;
+        }
+        let from_our_ultrapeer =
+            self.cfg.role == Role::Leaf && self.conns[&id].info.role == Role::Ultrapeer;
+        if h.ttl.0 == 0 && !from_our_ultrapeer {
+            self.stats.dropped_ttl += 1;
+            return;
+        }
+        if h.hops.0.saturating_add(h.ttl.0) > HARD_TTL_LIMIT {
+            self.stats.dropped_ttl += 1;
+            return;
+        }
+        if !self
+            .routes
+            .record(h.muid, PayloadType::Query, Source::Conn(id), now)
+        {
+            self.stats.duplicates += 1;
+            return;
+        }
+        out.push(Action::Deliver(Delivery::Query {
+            from: id,
+            msg: whole(frame),
+        }));
+        if self.cfg.role == Role::Leaf {
+            return;
+        }
+        // Trim to our horizon, then spend one hop.
+        let ttl = h.ttl.0.min(self.cfg.max_ttl.saturating_sub(h.hops.0));
+        let Some(fwd_ttl) = ttl.checked_sub(1).filter(|t| *t > 0) else {
+            return;
+        };
+        let hops = h.hops.0 + 1;
+        let mut msg: Option<Arc<[u8]>> = None;
+        for (&cid, c) in &self.conns {
+            if cid == id || c.info.role != Role::Ultrapeer || hops >= c.hops_flow {
+                continue;
+            }
+            let m = msg.get_or_insert_with(|| reframe(frame, fwd_ttl, hops));
+            out.push(Action::Send {
+                to: cid,
+                msg: m.clone(),
+            });
+            self.stats.queries_forwarded += 1;
+        }
+    }
+
+    fn on_hit(
+        &mut self,
+        id: ConnId,
+        frame: &Frame<'_>,
+        servent: ServentId,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.push_routes.learn(servent, id, now);
+        let h = frame.header;
+        match self.routes.lookup(h.muid, PayloadType::Query, now) {
+            Some(Source::Local) => out.push(Action::Deliver(Delivery::Hit { msg: whole(frame) })),
+            Some(Source::Conn(back)) if back != id && self.conns.contains_key(&back) => {
+                // Replies are trimmed rather than dropped, and never sent on with TTL 0
+                // (gtk-gnutella, PROTOCOL.md §5).
+                let ttl = h.ttl.0.saturating_sub(1).max(1);
+                out.push(Action::Send {
+                    to: back,
+                    msg: reframe(frame, ttl, h.hops.0 + 1),
+                });
+                self.stats.hits_routed += 1;
+            }
+            _ => self.stats.unroutable += 1,
+        }
+    }
+
+    fn on_push(
+        &mut self,
+        id: ConnId,
+        frame: &Frame<'_>,
+        p: &Push<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let h = frame.header;
+        if !self
+            .routes
+            .record(h.muid, PayloadType::Push, Source::Conn(id), now)
+        {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if p.target == self.cfg.servent {
+            out.push(Action::Deliver(Delivery::Push { msg: whole(frame) }));
+            return;
+        }
+        if self.cfg.role == Role::Leaf {
+            self.stats.unroutable += 1;
+            return;
+        }
+        let ttl = h.ttl.0.saturating_sub(1).max(1);
+        let direct = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.info.guid == Some(p.target))
+            .map(|(cid, _)| *cid);
+        let targets: Vec<ConnId> = match direct {
+            Some(c) => vec![c],
+            None => self
+                .push_routes
+                .lookup(&p.target, now)
+                .filter(|c| *c != id && self.conns.contains_key(c))
+                .collect(),
+        };
+        if targets.is_empty() {
+            self.stats.unroutable += 1;
+            return;
+        }
+        let msg = reframe(frame, ttl, h.hops.0 + 1);
+        for to in targets {
+            out.push(Action::Send {
+                to,
+                msg: msg.clone(),
+            });
+            self.stats.pushes_routed += 1;
+        }
+    }
+
+    fn on_qrp(&mut self, id: ConnId, m: QrpMessage<'_>, out: &mut Vec<Action>) {
+        let conn = self.conns.get_mut(&id).expect("checked by on_frame");
+        let Some(rx) = conn.qrp.as_mut() else {
+            // Only leaves send us tables; from anyone else QRP is ignored.
+            return;
+        };
+        let res: Result<(), QrpError> = match m {
+            QrpMessage::Reset(r) => {
+                rx.reset(&r);
+                Ok(())
+            }
+            QrpMessage::Patch(p) => rx.patch(&p).map(drop),
+        };
+        if let Err(e) = res {
+            let reason = e.to_string();
+            self.close(id, bye_code::BAD_QRP, &reason, out);
+        }
+    }
+
+    fn on_vendor(&mut self, id: ConnId, v: VendorMessage<'_>, out: &mut Vec<Action>) {
+        let conn = self.conns.get_mut(&id).expect("checked by on_frame");
+        match v.body {
+            VendorBody::HopsFlow { max_hops } => conn.hops_flow = max_hops,
+            VendorBody::TcpConnectBack { port } if !conn.connect_back_done => {
+                conn.connect_back_done = true;
+                let addr = SocketAddrV4::new(*conn.info.addr.ip(), port);
+                out.push(Action::Deliver(Delivery::ConnectBack { addr }));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut closing = Vec::new();
+        let mut pings = Vec::new();
+        for (&id, c) in self.conns.iter_mut() {
+            if now.saturating_duration_since(c.last_rx) > self.cfg.idle_timeout {
+                closing.push((id, bye_code::TIMEOUT, "Activity timeout"));
+            } else if now.saturating_duration_since(c.last_alive) >= self.cfg.alive_interval {
+                if c.alive_unanswered >= self.cfg.alive_unanswered {
+                    closing.push((id, bye_code::NO_ALIVE_REPLY, "No reply to alive pings"));
+                    continue;
+                }
+                let muid = self.rng.guid();
+                c.alive_muid = Some(muid);
+                c.alive_unanswered += 1;
+                c.last_alive = now;
+                pings.push((id, muid));
+            }
+        }
+        for (id, code, reason) in closing {
+            self.close(id, code, reason, out);
+        }
+        for (id, muid) in pings {
+            let ping = Descriptor {
+                muid,
+                ttl: Ttl(1),
+                hops: Hops(0),
+                payload: Payload::Ping(Ping::default()),
+            };
+            out.push(Action::Send {
+                to: id,
+                msg: ping.to_vec().into(),
+            });
+        }
+        self.dial_more(now, out);
+    }
+
+    fn dial_more(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.dialing
+            .retain(|_, at| now.saturating_duration_since(*at) < DIAL_TIMEOUT);
+        let have = self.connection_count(Role::Ultrapeer) + self.dialing.len();
+        let want = self.cfg.want_ultrapeers.min(self.cfg.max_ultrapeers);
+        if have >= want {
+            return;
+        }
+        let linked: HashSet<SocketAddrV4> = self
+            .conns
+            .values()
+            .flat_map(|c| [Some(c.info.addr), c.info.listen])
+            .flatten()
+            .collect();
+        let picks: Vec<SocketAddrV4> = self
+            .hosts
+            .candidates(now)
+            .into_iter()
+            .filter(|a| {
+                !linked.contains(a)
+                    && !self.dialing.contains_key(a)
+                    && Some(*a) != self.cfg.advertise
+            })
+            .take(want - have)
+            .collect();
+        for a in picks {
+            debug!("dialling {a}");
+            self.dialing.insert(a, now);
+            out.push(Action::Dial(a));
+        }
+    }
+
+    /// Starts a search of our own: the query goes to every ultrapeer link with hops 0.
+    /// `payload` is an encoded Query payload. Returns its MUID, under which hits are delivered.
+    pub fn search(&mut self, payload: &[u8], ttl: u8, now: Instant, out: &mut Vec<Action>) -> Guid {
+        let muid = self.rng.guid();
+        self.routes
+            .record(muid, PayloadType::Query, Source::Local, now);
+        let msg = raw_descriptor(
+            muid,
+            PayloadType::Query,
+            ttl.min(self.cfg.max_ttl),
+            0,
+            payload,
+        );
+        for (&cid, c) in &self.conns {
+            if c.info.role == Role::Ultrapeer {
+                out.push(Action::Send {
+                    to: cid,
+                    msg: msg.clone(),
+                });
+            }
+        }
+        muid
+    }
+
+    /// Answers a delivered query: `query` is the descriptor from [`Delivery::Query`], `payload`
+    /// an encoded QueryHit payload. Sent back on the link the query came from.
+    pub fn reply(&mut self, from: ConnId, query: &[u8], payload: &[u8], out: &mut Vec<Action>) {
+        if query.len() < HEADER_LEN || !self.conns.contains_key(&from) {
+            return;
+        }
+        let mut muid = [0u8; 16];
+        muid.copy_from_slice(&query[..16]);
+        // Enough TTL to walk back the query's hops, with one to spare.
+        let ttl = query[18].saturating_add(2);
+        let msg = raw_descriptor(Guid(muid), PayloadType::QueryHit, ttl, 0, payload);
+        out.push(Action::Send { to: from, msg });
+    }
+
+    /// Sends a Push towards `target` along the links its hits came from. Returns false when
+    /// no route is known.
+    pub fn push(&mut self, p: &Push<'_>, now: Instant, out: &mut Vec<Action>) -> bool {
+        let direct = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.info.guid == Some(p.target))
+            .map(|(id, _)| *id);
+        let targets: Vec<ConnId> = match direct {
+            Some(c) => vec![c],
+            None => self
+                .push_routes
+                .lookup(&p.target, now)
+                .filter(|c| self.conns.contains_key(c))
+                .collect(),
+        };
+        if targets.is_empty() {
+            return false;
+        }
+        let muid = self.rng.guid();
+        self.routes
+            .record(muid, PayloadType::Push, Source::Local, now);
+        let mut payload = Vec::new();
+        p.encode(&mut payload);
+        let msg = raw_descriptor(muid, PayloadType::Push, self.cfg.max_ttl, 0, &payload);
+        for to in targets {
+            out.push(Action::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
+        true
+    }
+
+    /// The Bye to send to every link on shutdown.
+    pub fn shutdown(&mut self, out: &mut Vec<Action>) {
+        for &id in self.conns.keys() {
+            out.push(Action::Close {
+                id,
+                bye: bye(bye_code::SHUTDOWN, "Servent shutdown"),
+            });
+        }
+    }
+
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+}
+
+fn triple(t: (crate::wire::VendorCode, u16, u16)) -> SupportedMessage {
+    SupportedMessage {
+        vendor: t.0,
+        selector: t.1,
+        version: t.2,
+    }
+}
+
+/// Header plus an already-encoded payload.
+pub fn raw_descriptor(
+    muid: Guid,
+    kind: PayloadType,
+    ttl: u8,
+    hops: u8,
+    payload: &[u8],
+) -> Arc<[u8]> {
+    let header = crate::wire::Header {
+        muid,
+        kind,
+        ttl: Ttl(ttl),
+        hops: Hops(hops),
+        len: payload.len() as u32,
+    };
+    let mut v = Vec::with_capacity(HEADER_LEN + payload.len());
+    v.extend_from_slice(&header.to_bytes());
+    v.extend_from_slice(payload);
+    v.into()
+}
+
+/// Encodes a Bye descriptor (TTL 1, hops 0, PROTOCOL.md §2.6).
+pub fn bye_descriptor(muid: Guid, code: u16, reason: &str) -> Vec<u8> {
+    Descriptor {
+        muid,
+        ttl: Ttl(1),
+        hops: Hops(0),
+        payload: Payload::Bye(Bye {
+            code,
+            reason: reason.into(),
+        }),
+    }
+    .to_vec()
+}
+
+#[cfg(test)]
+mod tests;

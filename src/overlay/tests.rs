@@ -1,0 +1,358 @@
+use super::*;
+use crate::wire::{Framed, Query, QueryFlags, QueryHit, Text, Trailer, frame};
+
+fn now0() -> Instant {
+    Instant::now()
+}
+
+fn info(port: u16, role: Role) -> ConnInfo {
+    let addr: SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
+    ConnInfo {
+        addr,
+        role,
+        outbound: false,
+        listen: Some(addr),
+        guid: Some(ServentId([port as u8; 16])),
+        max_ttl: Some(4),
+        ggep: true,
+        user_agent: "test".into(),
+    }
+}
+
+/// An ultrapeer with `n` ultrapeer links (ids 1..=n) and, after them, `leaves` leaf links.
+fn node(role: Role, n: u64, leaves: u64, now: Instant) -> Overlay {
+    let mut cfg = Config::new(role, ServentId([0xAA; 16]));
+    cfg.accept_private = true;
+    cfg.advertise = Some("127.0.0.1:6346".parse().unwrap());
+    let mut o = Overlay::new(cfg, now);
+    let mut out = Vec::new();
+    for id in 1..=n {
+        o.handle(
+            Event::Connected {
+                id,
+                info: info(id as u16 + 1000, Role::Ultrapeer),
+            },
+            now,
+            &mut out,
+        );
+    }
+    for id in n + 1..=n + leaves {
+        o.handle(
+            Event::Connected {
+                id,
+                info: info(id as u16 + 1000, Role::Leaf),
+            },
+            now,
+            &mut out,
+        );
+    }
+    o
+}
+
+fn query(muid: u8, ttl: u8, hops: u8) -> Vec<u8> {
+    Descriptor {
+        muid: Guid([muid; 16]),
+        ttl: Ttl(ttl),
+        hops: Hops(hops),
+        payload: Payload::Query(Query {
+            flags: QueryFlags(0x8000),
+            criteria: Text(b"free music"),
+            extensions: Default::default(),
+        }),
+    }
+    .to_vec()
+}
+
+fn hit(muid: u8, servent: u8) -> Vec<u8> {
+    Descriptor {
+        muid: Guid([muid; 16]),
+        ttl: Ttl(3),
+        hops: Hops(0),
+        payload: Payload::QueryHit(QueryHit {
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            speed: 100,
+            results: crate::wire::Results::from_bytes(&[], 0).unwrap(),
+            trailer: Trailer::None,
+            servent: ServentId([servent; 16]),
+        }),
+    }
+    .to_vec()
+}
+
+fn feed(o: &mut Overlay, id: ConnId, bytes: &[u8], now: Instant) -> Vec<Action> {
+    let Ok(Framed::Frame(f)) = frame(bytes) else {
+        panic!("test descriptor does not frame")
+    };
+    let mut out = Vec::new();
+    o.handle(Event::Frame { id, frame: f }, now, &mut out);
+    out
+}
+
+fn sent(out: &[Action]) -> Vec<(ConnId, u8, u8, u8)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Send { to, msg } => Some((*to, msg[16], msg[17], msg[18])),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(out: &[Action]) -> Vec<(ConnId, Option<u16>)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Close { id, bye } => Some((*id, bye.as_ref().map(|b| b.0))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn query_is_flooded_to_every_other_ultrapeer_with_ttl_down_and_hops_up() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 3, 0, now);
+    let out = feed(&mut o, 1, &query(1, 3, 0), now);
+    let mut s = sent(&out);
+    s.sort();
+    assert_eq!(s, vec![(2, 0x80, 2, 1), (3, 0x80, 2, 1)]);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Deliver(Delivery::Query { from: 1, .. })))
+    );
+}
+
+#[test]
+fn duplicate_query_is_dropped_even_from_another_link() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 3, 0, now);
+    feed(&mut o, 1, &query(1, 3, 0), now);
+    let out = feed(&mut o, 2, &query(1, 3, 0), now);
+    assert!(out.is_empty());
+    assert_eq!(o.stats().duplicates, 1);
+}
+
+#[test]
+fn ttl_is_trimmed_to_max_ttl_minus_hops_and_ttl_one_is_not_forwarded() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 2, 0, now);
+    // hops 2 + ttl 7 > 4: trimmed to 2, forwarded with 1.
+    let out = feed(&mut o, 1, &query(1, 7, 2), now);
+    assert_eq!(sent(&out), vec![(2, 0x80, 1, 3)]);
+    let out = feed(&mut o, 1, &query(2, 1, 0), now);
+    assert!(sent(&out).is_empty());
+    assert_eq!(out.len(), 1, "delivered locally only");
+    // Over the hard limit: not even delivered.
+    let out = feed(&mut o, 1, &query(3, 14, 2), now);
+    assert!(out.is_empty());
+    assert_eq!(o.stats().dropped_ttl, 1);
+}
+
+#[test]
+fn ttl_zero_is_dropped_by_an_ultrapeer_but_a_leaf_takes_it_from_its_ultrapeer() {
+    let now = now0();
+    let mut up = node(Role::Ultrapeer, 2, 0, now);
+    assert!(feed(&mut up, 1, &query(1, 0, 1), now).is_empty());
+    let mut leaf = node(Role::Leaf, 1, 0, now);
+    let out = feed(&mut leaf, 1, &query(1, 0, 1), now);
+    assert!(matches!(out[..], [Action::Deliver(Delivery::Query { .. })]));
+}
+
+#[test]
+fn a_leaf_never_forwards_and_a_leaf_relaying_is_dropped_with_414() {
+    let now = now0();
+    let mut leaf = node(Role::Leaf, 2, 0, now);
+    let out = feed(&mut leaf, 1, &query(1, 3, 1), now);
+    assert!(sent(&out).is_empty());
+    let mut up = node(Role::Ultrapeer, 1, 1, now);
+    let out = feed(&mut up, 2, &query(2, 3, 1), now);
+    assert_eq!(closes(&out), vec![(2, Some(414))]);
+    // A leaf's own query (hops 0) is fine; queries are not flooded to leaves before QRP.
+    let out = feed(&mut up, 2, &query(3, 3, 0), now);
+    assert_eq!(sent(&out), vec![(1, 0x80, 2, 1)]);
+}
+
+#[test]
+fn hit_goes_back_only_along_the_reverse_path_and_unknown_ones_are_dropped() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 3, 0, now);
+    feed(&mut o, 1, &query(7, 3, 0), now);
+    let out = feed(&mut o, 3, &hit(7, 0x55), now);
+    assert_eq!(sent(&out), vec![(1, 0x81, 2, 1)]);
+    let out = feed(&mut o, 3, &hit(8, 0x55), now);
+    assert!(out.is_empty());
+    assert_eq!(o.stats().unroutable, 1);
+}
+
+#[test]
+fn push_follows_the_servent_guid_learnt_from_hits() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 3, 0, now);
+    feed(&mut o, 1, &query(7, 3, 0), now);
+    feed(&mut o, 3, &hit(7, 0x55), now);
+    let push = Descriptor {
+        muid: Guid([9; 16]),
+        ttl: Ttl(3),
+        hops: Hops(0),
+        payload: Payload::Push(Push {
+            target: ServentId([0x55; 16]),
+            index: crate::wire::FileIndex(1),
+            addr: "127.0.0.1:5555".parse().unwrap(),
+            ggep: None,
+        }),
+    }
+    .to_vec();
+    let out = feed(&mut o, 1, &push, now);
+    assert_eq!(sent(&out), vec![(3, 0x40, 2, 1)]);
+    // To an unknown servent: dropped.
+    let mut other = push.clone();
+    other[0] = 10;
+    other[HEADER_LEN] = 0x66;
+    let out = feed(&mut o, 1, &other, now);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_closed_link_takes_its_routes_with_it() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 3, 0, now);
+    feed(&mut o, 1, &query(7, 3, 0), now);
+    let mut out = Vec::new();
+    o.handle(Event::Closed { id: 1 }, now, &mut out);
+    let out = feed(&mut o, 3, &hit(7, 0x55), now);
+    assert!(out.is_empty());
+    assert_eq!(o.stats().unroutable, 1);
+}
+
+#[test]
+fn silent_peers_get_alive_pings_then_406_and_idle_ones_405() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 1, 0, now);
+    let mut closed = None;
+    for i in 1..=10 {
+        let t = now + Duration::from_secs(20 * i);
+        // Keep traffic flowing but never answer the alive pings.
+        feed(&mut o, 1, &query(100 + i as u8, 1, 0), t);
+        let mut out = Vec::new();
+        o.handle(Event::Tick, t, &mut out);
+        if let Some(c) = closes(&out).first() {
+            closed = Some((i, c.1));
+            break;
+        }
+    }
+    assert_eq!(closed, Some((7, Some(406))));
+    let mut o = node(Role::Ultrapeer, 1, 0, now);
+    let mut out = Vec::new();
+    o.handle(Event::Tick, now + Duration::from_secs(181), &mut out);
+    assert_eq!(closes(&out), vec![(1, Some(405))]);
+}
+
+#[test]
+fn pings_are_answered_and_a_ping_flood_is_dropped() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 1, 0, now);
+    let ping = |n: u8| {
+        Descriptor {
+            muid: Guid([n; 16]),
+            ttl: Ttl(1),
+            hops: Hops(0),
+            payload: Payload::Ping(Ping::default()),
+        }
+        .to_vec()
+    };
+    let out = feed(&mut o, 1, &ping(1), now);
+    assert_eq!(sent(&out), vec![(1, 0x01, 1, 0)]);
+    let mut dropped = false;
+    for n in 2..60 {
+        let out = feed(&mut o, 1, &ping(n), now);
+        if closes(&out) == vec![(1, Some(409))] {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "a peer pinging without pause is dropped");
+}
+
+#[test]
+fn malformed_descriptors_are_counted_then_the_peer_is_dropped() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 1, 0, now);
+    let mut bad = query(1, 3, 0);
+    let n = bad.len();
+    bad[n - 1] = b'x'; // criteria lose their NUL
+    let mut last = Vec::new();
+    for i in 0..=MAX_ERRORS {
+        bad[0] = i as u8;
+        last = feed(&mut o, 1, &bad, now);
+    }
+    assert_eq!(closes(&last), vec![(1, Some(409))]);
+    assert_eq!(o.stats().malformed, u64::from(MAX_ERRORS) + 1);
+}
+
+#[test]
+fn hops_flow_stops_queries_at_the_asked_hop_count() {
+    let now = now0();
+    let mut o = node(Role::Ultrapeer, 3, 0, now);
+    let hf = Descriptor {
+        muid: Guid([0; 16]),
+        ttl: Ttl(1),
+        hops: Hops(0),
+        payload: Payload::Vendor(VendorMessage::new(
+            selector::HOPS_FLOW,
+            VendorBody::HopsFlow { max_hops: 1 },
+        )),
+    }
+    .to_vec();
+    feed(&mut o, 2, &hf, now);
+    let out = feed(&mut o, 1, &query(1, 3, 0), now);
+    assert_eq!(sent(&out), vec![(3, 0x80, 2, 1)]);
+}
+
+#[test]
+fn dialling_fills_ultrapeer_slots_from_the_host_cache_and_backs_off() {
+    let now = now0();
+    let mut cfg = Config::new(Role::Leaf, ServentId([1; 16]));
+    cfg.accept_private = true;
+    let mut o = Overlay::new(cfg, now);
+    let mut out = Vec::new();
+    let hosts: Vec<SocketAddrV4> = (1..=5)
+        .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+        .collect();
+    o.handle(
+        Event::Hosts {
+            addrs: hosts.clone(),
+            ultrapeer: true,
+            pinned: false,
+        },
+        now,
+        &mut out,
+    );
+    o.handle(Event::Tick, now, &mut out);
+    let dials: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dial(a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials.len(), 3, "a leaf wants 3 ultrapeers");
+    let mut out = Vec::new();
+    for a in &dials {
+        o.handle(
+            Event::DialFailed {
+                addr: *a,
+                try_hosts: vec![],
+            },
+            now,
+            &mut out,
+        );
+    }
+    o.handle(Event::Tick, now, &mut out);
+    let again: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dial(a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again.len(), 2, "only the two untried hosts");
+    assert!(again.iter().all(|a| !dials.contains(a)));
+}
