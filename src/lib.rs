@@ -6,4 +6,5 @@
 
 pub mod handshake;
 pub mod overlay;
+pub mod sim;
 pub mod wire;
