@@ -5,6 +5,7 @@
 //! transfers) stands on it.
 
 pub mod handshake;
+pub mod net;
 pub mod overlay;
 pub mod sim;
 pub mod wire;

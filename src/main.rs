@@ -3,7 +3,11 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use std::net::{SocketAddrV4, ToSocketAddrs};
+
 use argh::FromArgs;
+use servent::handshake::Role;
+use servent::net::{Node, NodeConfig, store};
 use servent::wire::{self, Descriptor, Framed};
 
 /// servent: a Gnutella 0.6 servent.
@@ -18,7 +22,65 @@ struct Cli {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
+    Run(RunArgs),
     Decode(DecodeArgs),
+}
+
+/// Join the Gnutella network and route for it until Ctrl-C.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "run",
+    note = "With no flags the node listens on 127.0.0.1:6346, keeps its GUID and host cache in \
+the data directory, and dials hosts it knows. Ctrl-C says goodbye (Bye 200) to every peer, \
+saves the host cache and exits; a second Ctrl-C exits at once.",
+    example = "servent run --listen 0.0.0.0:6346 --peer 203.0.113.5:6346"
+)]
+struct RunArgs {
+    /// address and port to listen on for Gnutella, HTTP and push connections
+    /// (default 127.0.0.1:6346)
+    #[argh(
+        option,
+        default = "\"127.0.0.1:6346\".parse().expect(\"valid default\")"
+    )]
+    listen: std::net::SocketAddrV4,
+
+    /// a peer to connect to and keep connected, as HOST:PORT; repeat for several
+    #[argh(option)]
+    peer: Vec<String>,
+
+    /// where the GUID and host cache live (default: the platform data directory, e.g.
+    /// ~/.local/share/servent)
+    #[argh(option)]
+    data_dir: Option<std::path::PathBuf>,
+
+    /// most ultrapeer connections to keep (default 32)
+    #[argh(option, default = "32")]
+    max_peers: usize,
+
+    /// most leaves to accept as an ultrapeer (default 30)
+    #[argh(option, default = "30")]
+    max_leaves: usize,
+
+    /// leaf or ultrapeer (default leaf)
+    #[argh(option, default = "Role::Leaf", from_str_fn(parse_role))]
+    role: Role,
+
+    /// do not offer deflate link compression
+    #[argh(switch)]
+    no_compress: bool,
+
+    /// accept loopback and private addresses as peers (on when a --peer is one)
+    #[argh(switch)]
+    allow_private: bool,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "leaf" => Ok(Role::Leaf),
+        "ultrapeer" | "up" => Ok(Role::Ultrapeer),
+        _ => Err(format!("unknown role {s:?}: use leaf or ultrapeer")),
+    }
 }
 
 /// Decode Gnutella descriptors given as hex and print each as JSON.
@@ -46,6 +108,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli: Cli = argh::from_env();
     let result = match cli.command {
+        Command::Run(args) => run(args),
         Command::Decode(args) => decode(args),
     };
     match result {
@@ -55,6 +118,60 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves HOST:PORT to its IPv4 addresses.
+fn resolve(peer: &str) -> Result<Vec<SocketAddrV4>, String> {
+    let addrs: Vec<SocketAddrV4> = peer
+        .to_socket_addrs()
+        .map_err(|e| format!("--peer {peer}: {e} (expected HOST:PORT)"))?
+        .filter_map(|a| match a {
+            std::net::SocketAddr::V4(a) => Some(a),
+            std::net::SocketAddr::V6(_) => None,
+        })
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("--peer {peer}: no IPv4 address"));
+    }
+    Ok(addrs)
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let mut peers = Vec::new();
+    for p in &args.peer {
+        peers.extend(resolve(p)?);
+    }
+    let data_dir = args.data_dir.unwrap_or_else(store::default_data_dir);
+    let mut cfg = NodeConfig::new(args.listen, data_dir);
+    cfg.accept_private = args.allow_private
+        || peers
+            .iter()
+            .any(|p| p.ip().is_loopback() || p.ip().is_private());
+    cfg.peers = peers;
+    cfg.role = args.role;
+    cfg.max_ultrapeers = args.max_peers;
+    cfg.max_leaves = args.max_leaves;
+    cfg.compress = !args.no_compress;
+    let (stop_tx, stop_rx) = async_std::channel::bounded::<()>(1);
+    let mut presses = 0;
+    ctrlc::set_handler(move || {
+        presses += 1;
+        if presses > 1 {
+            std::process::exit(130);
+        }
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot watch for Ctrl-C: {e}"))?;
+    async_std::task::block_on(async {
+        let node = Node::start(cfg).await.map_err(|e| e.to_string())?;
+        // Nothing is shared yet: deliveries are drained so the core never waits on them.
+        let deliveries = node.deliveries();
+        async_std::task::spawn(async move { while deliveries.recv().await.is_ok() {} });
+        let _ = stop_rx.recv().await;
+        log::info!("stopping: saying goodbye to peers");
+        node.shutdown().await;
+        Ok(())
+    })
 }
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
@@ -69,7 +186,7 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
             bad + 1
         ));
     }
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!(
             "input has an odd number of hex digits ({}): a byte is cut in half",
             digits.len()

@@ -388,7 +388,7 @@ impl Overlay {
         }
         info!(
             "connected to {} ({}, {}, {})",
-            info.addr,
+            info.listen.unwrap_or(info.addr),
             info.role,
             if info.outbound {
                 "outgoing"

@@ -1,0 +1,822 @@
+//! The async-std shell around the routing core: one listening port whose dispatcher reads the
+//! first line and hands the stream on (Gnutella handshake; HTTP and GIV come with transfers),
+//! outbound dials, a reader and a writer task per link, a one-second tick, and the data
+//! directory (servent GUID, host cache).
+//!
+//! Data flows one way: socket → (inflate) → framer → core → output queues → (deflate) →
+//! socket. The core sits behind a mutex that is only held for synchronous calls, never across
+//! an await.
+
+pub mod link;
+pub mod store;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_std::channel::{Receiver, Sender, bounded};
+use async_std::future::timeout;
+use async_std::net::{TcpListener, TcpStream};
+use async_std::task;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use log::{debug, info, warn};
+
+use crate::handshake::driver::{self, Established};
+use crate::handshake::{Admission, LocalInfo, Role, USER_AGENT};
+use crate::overlay::queue::{Enqueued, OutQueue};
+use crate::overlay::{self, Action, ConnId, ConnInfo, Delivery, Event, Overlay, bye_descriptor};
+use crate::wire::{Frames, Guid, ServentId, WireError};
+
+use link::{Deflater, Inflater};
+
+/// A handshake must finish within this (gtk-gnutella allows about as long).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first line of an incoming connection must arrive within this.
+const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; more incoming connections are closed at once.
+const MAX_PENDING: usize = 64;
+/// Bytes read before the dispatcher must know what a connection is.
+const MAX_FIRST_BYTES: usize = 4096;
+/// Deliveries waiting for the local servent; more are dropped (and counted in the log).
+const DELIVERY_QUEUE: usize = 4096;
+/// After our Bye, the peer has this long to read it before the socket closes.
+const BYE_LINGER: Duration = Duration::from_millis(500);
+/// Bytes written per batch; the queue is drained in batches of this size.
+const WRITE_BATCH: usize = 64 * 1024;
+/// The host cache is saved this often and on shutdown.
+const SAVE_EVERY: Duration = Duration::from_secs(300);
+
+/// How to run a node. [`NodeConfig::new`] gives defaults that work with no flags.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: SocketAddrV4,
+    /// Peers to keep dialling (`--peer`).
+    pub peers: Vec<SocketAddrV4>,
+    pub data_dir: PathBuf,
+    pub role: Role,
+    pub max_ultrapeers: usize,
+    pub max_leaves: usize,
+    /// Ultrapeer links to dial for; `None` for the role's default.
+    pub want_ultrapeers: Option<usize>,
+    pub compress: bool,
+    /// Accept loopback and private addresses as peers (on by default when listening on one).
+    pub accept_private: bool,
+    /// The address to advertise; by default the listening one when it is specific.
+    pub advertise: Option<SocketAddrV4>,
+    pub tick: Duration,
+    /// Alive-ping interval and idle timeout, shortened by tests.
+    pub alive_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(listen: SocketAddrV4, data_dir: PathBuf) -> Self {
+        let ip = listen.ip();
+        NodeConfig {
+            listen,
+            peers: Vec::new(),
+            data_dir,
+            role: Role::Leaf,
+            max_ultrapeers: 32,
+            max_leaves: 30,
+            want_ultrapeers: None,
+            compress: true,
+            accept_private: ip.is_loopback() || ip.is_private(),
+            advertise: None,
+            tick: Duration::from_secs(1),
+            alive_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+struct Link {
+    addr: SocketAddrV4,
+    queue: Mutex<OutQueue>,
+    wake: Sender<()>,
+    /// Set once the link is to close: the Bye to send last, if any.
+    closing: Mutex<Option<Option<(u16, String)>>>,
+    stream: TcpStream,
+}
+
+struct Inner {
+    core: Mutex<Overlay>,
+    links: Mutex<HashMap<ConnId, Arc<Link>>>,
+    next_id: AtomicU64,
+    pending: AtomicUsize,
+    local: Mutex<LocalInfo>,
+    listen: SocketAddrV4,
+    deliveries: (Sender<Delivery>, Receiver<Delivery>),
+    stopping: AtomicBool,
+    stop: (Sender<()>, Receiver<()>),
+    data_dir: PathBuf,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock would be a bug; the data is still consistent enough to
+    // shut down cleanly, so carry on rather than cascade.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(a) => a
+            .ip()
+            .to_ipv4_mapped()
+            .map(|ip| SocketAddrV4::new(ip, a.port())),
+    }
+}
+
+/// A running servent.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl Node {
+    /// Binds the port, loads the data directory and starts accepting and dialling.
+    pub async fn start(cfg: NodeConfig) -> io::Result<Node> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create data directory {}: {e}",
+                    cfg.data_dir.display()
+                ),
+            )
+        })?;
+        let servent = store::servent_id(&cfg.data_dir)?;
+        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen))
+        })?;
+        let listen = v4(listener.local_addr()?).expect("bound to an IPv4 address");
+        let advertise = cfg
+            .advertise
+            .or_else(|| (!listen.ip().is_unspecified()).then_some(listen));
+        let mut ocfg = overlay::Config::new(cfg.role, servent);
+        ocfg.max_ultrapeers = cfg.max_ultrapeers;
+        ocfg.max_leaves = cfg.max_leaves;
+        if let Some(w) = cfg.want_ultrapeers {
+            ocfg.want_ultrapeers = w;
+        }
+        ocfg.accept_private = cfg.accept_private;
+        ocfg.advertise = advertise;
+        ocfg.alive_interval = cfg.alive_interval;
+        ocfg.idle_timeout = cfg.idle_timeout;
+        let now = Instant::now();
+        let mut core = Overlay::new(ocfg, now);
+        let mut ignored = Vec::new();
+        let hosts = store::load_hosts(&cfg.data_dir);
+        let known = hosts.len();
+        for h in hosts {
+            core.handle(
+                Event::Hosts {
+                    addrs: vec![h.addr],
+                    ultrapeer: h.ultrapeer,
+                    pinned: false,
+                },
+                now,
+                &mut ignored,
+            );
+        }
+        core.handle(
+            Event::Hosts {
+                addrs: cfg.peers.clone(),
+                ultrapeer: true,
+                pinned: true,
+            },
+            now,
+            &mut ignored,
+        );
+        let local = LocalInfo {
+            user_agent: USER_AGENT.to_string(),
+            role: cfg.role,
+            guid: servent,
+            listen: advertise,
+            compress: cfg.compress,
+            degree: cfg.max_ultrapeers as u32,
+            max_ttl: core.config().max_ttl,
+        };
+        let inner = Arc::new(Inner {
+            core: Mutex::new(core),
+            links: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            pending: AtomicUsize::new(0),
+            local: Mutex::new(local),
+            listen,
+            deliveries: bounded(DELIVERY_QUEUE),
+            stopping: AtomicBool::new(false),
+            stop: bounded(1),
+            data_dir: cfg.data_dir.clone(),
+        });
+        info!(
+            "listening on {listen} as {} {} ({} known hosts, servent GUID {servent})",
+            if cfg.role == Role::Ultrapeer {
+                "an"
+            } else {
+                "a"
+            },
+            cfg.role,
+            known,
+        );
+        task::spawn(accept_loop(inner.clone(), listener));
+        task::spawn(ticker(inner.clone(), cfg.tick));
+        Ok(Node { inner })
+    }
+
+    pub fn listen_addr(&self) -> SocketAddrV4 {
+        self.inner.listen
+    }
+
+    pub fn servent(&self) -> ServentId {
+        lock(&self.inner.core).servent()
+    }
+
+    /// What the routing core hands to the local servent: queries to answer, hits for our
+    /// searches, pushes for us.
+    pub fn deliveries(&self) -> Receiver<Delivery> {
+        self.inner.deliveries.1.clone()
+    }
+
+    pub fn stats(&self) -> overlay::Stats {
+        lock(&self.inner.core).stats()
+    }
+
+    pub fn connections(&self) -> Vec<overlay::ConnSummary> {
+        lock(&self.inner.core).connections(Instant::now())
+    }
+
+    /// Output queue fill of each link, for status displays.
+    pub fn queue_fill(&self) -> Vec<(ConnId, f32)> {
+        lock(&self.inner.links)
+            .iter()
+            .map(|(id, l)| (*id, lock(&l.queue).fill()))
+            .collect()
+    }
+
+    /// Adds hosts and dials them as needed (`pinned` ones are kept and redialled).
+    pub fn add_hosts(&self, addrs: Vec<SocketAddrV4>, pinned: bool) {
+        let mut out = Vec::new();
+        lock(&self.inner.core).handle(
+            Event::Hosts {
+                addrs,
+                ultrapeer: true,
+                pinned,
+            },
+            Instant::now(),
+            &mut out,
+        );
+        dispatch(&self.inner, out);
+    }
+
+    /// Starts a search; hits arrive as [`Delivery::Hit`] with the returned MUID.
+    pub fn search(&self, query_payload: &[u8], ttl: u8) -> Guid {
+        let mut out = Vec::new();
+        let muid = lock(&self.inner.core).search(query_payload, ttl, Instant::now(), &mut out);
+        dispatch(&self.inner, out);
+        muid
+    }
+
+    /// Answers a delivered query with a QueryHit payload.
+    pub fn reply(&self, from: ConnId, query: &[u8], hit_payload: &[u8]) {
+        let mut out = Vec::new();
+        lock(&self.inner.core).reply(from, query, hit_payload, &mut out);
+        dispatch(&self.inner, out);
+    }
+
+    /// Sends raw descriptor bytes on a link, as a test peer or a tool would.
+    pub fn send_raw(&self, to: ConnId, msg: Arc<[u8]>) {
+        dispatch(&self.inner, vec![Action::Send { to, msg }]);
+    }
+
+    /// Says Bye 200 to every peer, waits briefly for the Byes to go out, saves the host cache.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::SeqCst);
+        let _ = inner.stop.0.try_send(());
+        let mut out = Vec::new();
+        lock(&inner.core).shutdown(&mut out);
+        let n = out.len();
+        dispatch(inner, out);
+        let deadline = Instant::now() + BYE_LINGER * 4;
+        while !lock(&inner.links).is_empty() && Instant::now() < deadline {
+            task::sleep(Duration::from_millis(20)).await;
+        }
+        save_hosts(inner);
+        info!("shut down ({n} peers told)");
+    }
+
+    /// Stops at once without a word to anyone, as a crash would: every socket is cut.
+    pub fn abort(&self) {
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::SeqCst);
+        let _ = inner.stop.0.try_send(());
+        for l in lock(&inner.links).values() {
+            let _ = l.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn save_hosts(inner: &Inner) {
+    let entries = lock(&inner.core).hosts().entries();
+    if let Err(e) = store::save_hosts(&inner.data_dir, &entries) {
+        warn!("could not save the host cache: {e}");
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        let stop = async {
+            let _ = inner.stop.1.recv().await;
+            None
+        };
+        let accepted =
+            futures_lite::future::or(async { Some(listener.accept().await) }, stop).await;
+        let Some(accepted) = accepted else {
+            return;
+        };
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, peer)) => {
+                if inner.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
+                    inner.pending.fetch_sub(1, Ordering::SeqCst);
+                    debug!("too many handshakes in progress: closing {peer}");
+                    continue;
+                }
+                let inner = inner.clone();
+                task::spawn(async move {
+                    incoming(&inner, stream, peer).await;
+                });
+            }
+            Err(e) => {
+                warn!("accept failed: {e}");
+                task::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What an incoming connection turned out to be, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gnutella,
+    Http,
+    Giv,
+    /// A connect-back probe (`\n\n` from gtk-gnutella, `CONNECT BACK` from LimeWire).
+    ConnectBack,
+    Unknown,
+}
+
+fn classify(b: &[u8]) -> Option<Kind> {
+    const PREFIXES: &[(&[u8], Kind)] = &[
+        (b"GNUTELLA CONNECT/", Kind::Gnutella),
+        (b"GET ", Kind::Http),
+        (b"HEAD ", Kind::Http),
+        (b"GIV ", Kind::Giv),
+        (b"CONNECT BACK", Kind::ConnectBack),
+        (b"\n\n", Kind::ConnectBack),
+        (b"\r\n\r\n", Kind::ConnectBack),
+    ];
+    for (p, k) in PREFIXES {
+        let n = b.len().min(p.len());
+        if b[..n] == p[..n] {
+            // Only a prefix of a known start so far: wait for more.
+            return (b.len() >= p.len()).then_some(*k);
+        }
+    }
+    Some(Kind::Unknown)
+}
+
+async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let result = timeout(FIRST_LINE_TIMEOUT, async {
+        let mut first = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            if let Some(k) = classify(&first) {
+                return Ok((k, first));
+            }
+            if first.len() >= MAX_FIRST_BYTES {
+                return Ok((Kind::Unknown, first));
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            first.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let (kind, first) = match result {
+        Ok(Ok(x)) => x,
+        _ => {
+            inner.pending.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+    };
+    debug!("incoming {kind:?} from {peer}");
+    match kind {
+        Kind::Gnutella => {
+            let local = lock(&inner.local).clone();
+            let remote = v4(peer).map(|a| *a.ip());
+            let hs = timeout(
+                HANDSHAKE_TIMEOUT,
+                driver::accept(&mut stream, &local, first, remote, |p| {
+                    let core = lock(&inner.core);
+                    let (free_leaf_slots, free_ultrapeer_slots) = core.free_slots();
+                    Admission {
+                        free_leaf_slots,
+                        free_ultrapeer_slots,
+                        already_connected: core.is_connected(p.guid, p.listen),
+                        try_ultrapeers: core.try_hosts(p.listen),
+                    }
+                }),
+            )
+            .await;
+            inner.pending.fetch_sub(1, Ordering::SeqCst);
+            match hs {
+                Ok(Ok(est)) => run_link(inner.clone(), stream, est, peer, None).await,
+                Ok(Err(e)) => info!("handshake with {peer} failed: {e}"),
+                Err(_) => info!("handshake with {peer} timed out"),
+            }
+        }
+        Kind::Http => {
+            inner.pending.fetch_sub(1, Ordering::SeqCst);
+            // File transfers are not served yet: say so in HTTP rather than hang up.
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 501 Not Implemented\r\nServer: servent\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Kind::ConnectBack => {
+            inner.pending.fetch_sub(1, Ordering::SeqCst);
+            info!("connect-back from {peer}: we are reachable from outside");
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Kind::Giv | Kind::Unknown => {
+            inner.pending.fetch_sub(1, Ordering::SeqCst);
+            debug!("closing {peer}: {kind:?} not handled");
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+async fn dial(inner: Arc<Inner>, addr: SocketAddrV4) {
+    let result = async {
+        let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| driver::HandshakeError::Io(io::ErrorKind::TimedOut.into()))??;
+        let _ = stream.set_nodelay(true);
+        let local = lock(&inner.local).clone();
+        let est = timeout(
+            HANDSHAKE_TIMEOUT,
+            driver::connect(&mut stream, &local, Some(*addr.ip())),
+        )
+        .await
+        .map_err(|_| driver::HandshakeError::Io(io::ErrorKind::TimedOut.into()))??;
+        Ok::<_, driver::HandshakeError>((stream, est))
+    }
+    .await;
+    match result {
+        Ok((stream, est)) => {
+            let peer = SocketAddr::V4(addr);
+            run_link(inner, stream, est, peer, Some(addr)).await;
+        }
+        Err(e) => {
+            match &e {
+                driver::HandshakeError::Refused { .. } => info!("{addr} refused us: {e}"),
+                _ => debug!("could not connect to {addr}: {e}"),
+            }
+            let mut out = Vec::new();
+            lock(&inner.core).handle(
+                Event::DialFailed {
+                    addr,
+                    try_hosts: e.try_ultrapeers().to_vec(),
+                },
+                Instant::now(),
+                &mut out,
+            );
+            dispatch(&inner, out);
+        }
+    }
+}
+
+async fn run_link(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    est: Established,
+    peer: SocketAddr,
+    dialled: Option<SocketAddrV4>,
+) {
+    let Some(addr) = v4(peer) else {
+        return;
+    };
+    if inner.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    // Learn our public address from the first peer that tells us, if we had none.
+    if let Some(ip) = est.peer.remote_ip {
+        let mut local = lock(&inner.local);
+        if local.listen.is_none() && !ip.is_unspecified() {
+            let me = SocketAddrV4::new(ip, inner.listen.port());
+            local.listen = Some(me);
+            lock(&inner.core).set_advertise(Some(me));
+            info!("peers see us at {ip}");
+        }
+    }
+    let id = inner.next_id.fetch_add(1, Ordering::SeqCst);
+    let (wake_tx, wake_rx) = bounded(1);
+    let link = Arc::new(Link {
+        addr,
+        queue: Mutex::new(OutQueue::new()),
+        wake: wake_tx,
+        closing: Mutex::new(None),
+        stream: stream.clone(),
+    });
+    lock(&inner.links).insert(id, link.clone());
+    let info = ConnInfo {
+        addr,
+        role: est.peer_role,
+        outbound: dialled.is_some(),
+        listen: est.peer.listen.or(dialled),
+        guid: est.peer.guid,
+        max_ttl: est.peer.max_ttl,
+        ggep: est.peer.ggep,
+        user_agent: est.peer.user_agent.clone().unwrap_or_default(),
+    };
+    debug!(
+        "link {id} to {addr}: compression out {} in {}",
+        est.compression.outgoing, est.compression.incoming
+    );
+    let mut out = Vec::new();
+    lock(&inner.core).handle(Event::Connected { id, info }, Instant::now(), &mut out);
+    dispatch(&inner, out);
+    let writer = task::spawn(write_loop(
+        link.clone(),
+        stream.clone(),
+        wake_rx,
+        est.compression.outgoing,
+    ));
+    let why = read_loop(&inner, id, stream, est.leftover, est.compression.incoming).await;
+    match &why {
+        Ok(()) => debug!("link {id} to {addr} closed"),
+        Err(e) => debug!("link {id} to {addr} ended: {e}"),
+    }
+    lock(&inner.links).remove(&id);
+    let mut out = Vec::new();
+    lock(&inner.core).handle(Event::Closed { id }, Instant::now(), &mut out);
+    dispatch(&inner, out);
+    // Let the writer finish its Bye, then make sure the socket is gone.
+    let _ = link.wake.try_send(());
+    let _ = timeout(BYE_LINGER * 2, writer).await;
+    let _ = link.stream.shutdown(Shutdown::Both);
+}
+
+/// Reads descriptors until the peer or we close. A framing error drops the peer with Bye 400
+/// (its stream cannot be followed past a bad length).
+async fn read_loop(
+    inner: &Arc<Inner>,
+    id: ConnId,
+    mut stream: TcpStream,
+    leftover: Vec<u8>,
+    compressed: bool,
+) -> io::Result<()> {
+    let mut inflater = compressed.then(Inflater::new);
+    let mut raw = leftover;
+    let mut plain: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match inflater.as_mut() {
+            None => {
+                plain.extend_from_slice(&raw);
+                if !process(inner, id, &mut plain) {
+                    return Ok(());
+                }
+            }
+            Some(z) => {
+                let mut pos = 0;
+                loop {
+                    let (used, made) = z
+                        .inflate(&raw[pos..], &mut plain)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    pos += used;
+                    if made > 0 && !process(inner, id, &mut plain) {
+                        return Ok(());
+                    }
+                    if used == 0 && made == 0 {
+                        break;
+                    }
+                }
+                raw.drain(..pos);
+            }
+        }
+        if inflater.is_none() {
+            raw.clear();
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Hands every whole descriptor in `buf` to the core, keeps the incomplete tail. Returns false
+/// when the link must stop.
+fn process(inner: &Arc<Inner>, id: ConnId, buf: &mut Vec<u8>) -> bool {
+    let mut out = Vec::new();
+    let (used, err) = {
+        let mut core = lock(&inner.core);
+        let now = Instant::now();
+        let mut frames = Frames::new(buf);
+        for frame in frames.by_ref() {
+            core.handle(Event::Frame { id, frame }, now, &mut out);
+        }
+        (frames.consumed(), frames.error().cloned())
+    };
+    buf.drain(..used);
+    if let Some(e) = err {
+        let reason = match &e {
+            WireError::PayloadTooLarge { kind, len, .. } => {
+                format!("Too large {kind} message ({len} bytes)")
+            }
+            other => other.to_string(),
+        };
+        info!("dropping link {id}: {reason}");
+        out.push(Action::Close {
+            id,
+            bye: Some((400, reason)),
+        });
+        dispatch(inner, out);
+        return false;
+    }
+    dispatch(inner, out);
+    true
+}
+
+async fn write_loop(link: Arc<Link>, mut stream: TcpStream, wake: Receiver<()>, compressed: bool) {
+    let mut deflater = compressed.then(Deflater::new);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut wire = Vec::new();
+    loop {
+        let woke = wake.recv().await.is_ok();
+        loop {
+            batch.clear();
+            {
+                let mut q = lock(&link.queue);
+                while batch.len() < WRITE_BATCH {
+                    let Some(m) = q.pop() else { break };
+                    batch.extend_from_slice(&m);
+                }
+            }
+            let closing = lock(&link.closing).clone();
+            if let Some(Some((code, reason))) = &closing {
+                batch.extend_from_slice(&bye_descriptor(Guid::random(), *code, reason));
+            }
+            if batch.is_empty() && closing.is_none() {
+                break;
+            }
+            let bytes: &[u8] = match deflater.as_mut() {
+                None => &batch,
+                Some(z) => {
+                    wire.clear();
+                    z.compress(&batch, &mut wire);
+                    &wire
+                }
+            };
+            if stream.write_all(bytes).await.is_err() {
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            if let Some(bye) = closing {
+                if bye.is_some() {
+                    // Half-close, give the peer time to read the Bye, then close.
+                    let _ = stream.flush().await;
+                    let _ = stream.shutdown(Shutdown::Write);
+                    task::sleep(BYE_LINGER).await;
+                }
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+        if !woke {
+            return;
+        }
+    }
+}
+
+fn dispatch(inner: &Arc<Inner>, actions: Vec<Action>) {
+    if actions.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    for a in actions {
+        match a {
+            Action::Send { to, msg } => {
+                let Some(link) = lock(&inner.links).get(&to).cloned() else {
+                    continue;
+                };
+                let r = lock(&link.queue).push(msg, now);
+                if r == Enqueued::Overflow {
+                    info!("dropping {}: send queue full", link.addr);
+                    close(&link, Some((502, "Send queue full".into())));
+                }
+                let _ = link.wake.try_send(());
+            }
+            Action::Close { id, bye } => {
+                if let Some(link) = lock(&inner.links).get(&id).cloned() {
+                    close(&link, bye);
+                }
+            }
+            Action::Dial(addr) => {
+                if !inner.stopping.load(Ordering::SeqCst) {
+                    task::spawn(dial(inner.clone(), addr));
+                }
+            }
+            Action::Deliver(Delivery::ConnectBack { addr }) => {
+                task::spawn(connect_back(addr));
+            }
+            Action::Deliver(d) => {
+                if inner.deliveries.0.try_send(d).is_err() {
+                    debug!("local servent is not keeping up: delivery dropped");
+                }
+            }
+        }
+    }
+}
+
+fn close(link: &Link, bye: Option<(u16, String)>) {
+    let mut c = lock(&link.closing);
+    if c.is_none() {
+        *c = Some(bye.clone());
+    }
+    drop(c);
+    if bye.is_none() {
+        let _ = link.stream.shutdown(Shutdown::Both);
+    }
+    let _ = link.wake.try_send(());
+}
+
+/// Answers a TCP Connect Back request: connect, say `\n\n` as gtk-gnutella does, close.
+async fn connect_back(addr: SocketAddrV4) {
+    if let Ok(Ok(mut s)) = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let _ = s.write_all(b"\n\n").await;
+        let _ = s.shutdown(Shutdown::Both);
+    }
+}
+
+async fn ticker(inner: Arc<Inner>, every: Duration) {
+    let mut last_save = Instant::now();
+    let mut first = true;
+    while !inner.stopping.load(Ordering::SeqCst) {
+        // The first tick runs at once, so known hosts are dialled at start.
+        if !std::mem::take(&mut first) {
+            task::sleep(every).await;
+        }
+        let now = Instant::now();
+        let mut out = Vec::new();
+        lock(&inner.core).handle(Event::Tick, now, &mut out);
+        // A peer that has not read for minutes is not coming back (PROTOCOL.md §5).
+        for (id, l) in lock(&inner.links).iter() {
+            if lock(&l.queue).stalled(now) {
+                out.push(Action::Close {
+                    id: *id,
+                    bye: Some((502, "Flow control timeout".into())),
+                });
+            }
+        }
+        dispatch(&inner, out);
+        if now.saturating_duration_since(last_save) > SAVE_EVERY {
+            save_hosts(&inner);
+            last_save = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_are_classified_once_unambiguous() {
+        assert_eq!(classify(b"GNUTELLA CONN"), None);
+        assert_eq!(classify(b"GNUTELLA CONNECT/0.6\r\n"), Some(Kind::Gnutella));
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(classify(b"GET /get/1/a HTTP/1.1"), Some(Kind::Http));
+        assert_eq!(classify(b"GIV 7:8f3a/file\n\n"), Some(Kind::Giv));
+        assert_eq!(classify(b"\n\n"), Some(Kind::ConnectBack));
+        assert_eq!(classify(b"\n"), None);
+        assert_eq!(classify(b"SSH-2.0"), Some(Kind::Unknown));
+        assert_eq!(classify(b""), None);
+    }
+}
