@@ -7,6 +7,7 @@ use std::net::{SocketAddrV4, ToSocketAddrs};
 
 use argh::FromArgs;
 use servent::handshake::Role;
+use servent::net::bootstrap::Service;
 use servent::net::{Node, NodeConfig, store};
 use servent::wire::{self, Descriptor, Framed};
 
@@ -73,6 +74,20 @@ struct RunArgs {
     /// accept loopback and private addresses as peers (on when a --peer is one)
     #[argh(switch)]
     allow_private: bool,
+
+    /// a UDP host cache to ask for hosts when none answer, as HOST:PORT; repeat for several
+    /// (replaces the built-in list)
+    #[argh(option)]
+    uhc: Vec<String>,
+
+    /// a GWebCache URL to ask for hosts when none answer; repeat for several (replaces the
+    /// built-in list)
+    #[argh(option)]
+    gwc: Vec<String>,
+
+    /// never ask bootstrap services (UDP host caches, GWebCaches) for hosts
+    #[argh(switch)]
+    no_bootstrap: bool,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -152,6 +167,17 @@ fn run(args: RunArgs) -> Result<(), String> {
     cfg.max_ultrapeers = args.max_peers;
     cfg.max_leaves = args.max_leaves;
     cfg.compress = !args.no_compress;
+    cfg.bootstrap = if args.no_bootstrap {
+        Vec::new()
+    } else if args.uhc.is_empty() && args.gwc.is_empty() {
+        Service::builtin()
+    } else {
+        args.uhc
+            .into_iter()
+            .map(Service::Uhc)
+            .chain(args.gwc.into_iter().map(Service::Gwc))
+            .collect()
+    };
     let (stop_tx, stop_rx) = async_std::channel::bounded::<()>(1);
     let mut presses = 0;
     ctrlc::set_handler(move || {

@@ -7,6 +7,8 @@
 //! socket. The core sits behind a mutex that is only held for synchronous calls, never across
 //! an await.
 
+pub mod bootstrap;
+pub mod hyper_io;
 pub mod link;
 pub mod store;
 
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_std::channel::{Receiver, Sender, bounded};
 use async_std::future::timeout;
-use async_std::net::{TcpListener, TcpStream};
+use async_std::net::{TcpListener, TcpStream, UdpSocket};
 use async_std::task;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use log::{debug, info, warn};
@@ -50,6 +52,13 @@ const BYE_LINGER: Duration = Duration::from_millis(500);
 const WRITE_BATCH: usize = 64 * 1024;
 /// The host cache is saved this often and on shutdown.
 const SAVE_EVERY: Duration = Duration::from_secs(300);
+/// A node with nobody to dial asks the bootstrap services at most this often (gtk-gnutella
+/// waits 180 s per host cache; we rotate through several).
+const BOOTSTRAP_EVERY: Duration = Duration::from_secs(60);
+/// Below this many dialable hosts, and with no links, the node is starving.
+const STARVING_HOSTS: usize = 5;
+/// Largest UDP datagram read.
+const MAX_DATAGRAM: usize = 64 * 1024;
 
 /// How to run a node. [`NodeConfig::new`] gives defaults that work with no flags.
 #[derive(Debug, Clone)]
@@ -69,6 +78,9 @@ pub struct NodeConfig {
     /// The address to advertise; by default the listening one when it is specific.
     pub advertise: Option<SocketAddrV4>,
     pub tick: Duration,
+    /// Where to look for hosts when none answer; empty by default, the CLI adds the built-in
+    /// list.
+    pub bootstrap: Vec<bootstrap::Service>,
     /// Alive-ping interval and idle timeout, shortened by tests.
     pub alive_interval: Duration,
     pub idle_timeout: Duration,
@@ -89,6 +101,7 @@ impl NodeConfig {
             accept_private: ip.is_loopback() || ip.is_private(),
             advertise: None,
             tick: Duration::from_secs(1),
+            bootstrap: Vec::new(),
             alive_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(180),
         }
@@ -115,6 +128,10 @@ struct Inner {
     stopping: AtomicBool,
     stop: (Sender<()>, Receiver<()>),
     data_dir: PathBuf,
+    udp: Option<UdpSocket>,
+    bootstrap: Vec<bootstrap::Service>,
+    /// When the last bootstrap round ran, and which service is next.
+    bootstrap_state: Mutex<(Option<Instant>, usize)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,6 +173,14 @@ impl Node {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen))
         })?;
         let listen = v4(listener.local_addr()?).expect("bound to an IPv4 address");
+        // The same port carries UDP (host-cache pongs). Without it the node still works.
+        let udp = match UdpSocket::bind(listen).await {
+            Ok(u) => Some(u),
+            Err(e) => {
+                warn!("no UDP on {listen}: {e}; UDP host caches will not be used");
+                None
+            }
+        };
         let advertise = cfg
             .advertise
             .or_else(|| (!listen.ip().is_unspecified()).then_some(listen));
@@ -214,6 +239,9 @@ impl Node {
             stopping: AtomicBool::new(false),
             stop: bounded(1),
             data_dir: cfg.data_dir.clone(),
+            udp,
+            bootstrap: cfg.bootstrap.clone(),
+            bootstrap_state: Mutex::new((None, 0)),
         });
         info!(
             "listening on {listen} as {} {} ({} known hosts, servent GUID {servent})",
@@ -226,6 +254,9 @@ impl Node {
             known,
         );
         task::spawn(accept_loop(inner.clone(), listener));
+        if inner.udp.is_some() {
+            task::spawn(udp_loop(inner.clone()));
+        }
         task::spawn(ticker(inner.clone(), cfg.tick));
         Ok(Node { inner })
     }
@@ -327,6 +358,109 @@ fn save_hosts(inner: &Inner) {
     let entries = lock(&inner.core).hosts().entries();
     if let Err(e) = store::save_hosts(&inner.data_dir, &entries) {
         warn!("could not save the host cache: {e}");
+    }
+}
+
+/// Reads datagrams: pongs from host caches feed the host cache; anything else is ignored.
+async fn udp_loop(inner: Arc<Inner>) {
+    let Some(udp) = inner.udp.as_ref() else {
+        return;
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while !inner.stopping.load(Ordering::SeqCst) {
+        let stop = async {
+            let _ = inner.stop.1.recv().await;
+            None
+        };
+        let got =
+            futures_lite::future::or(async { Some(udp.recv_from(&mut buf).await) }, stop).await;
+        let Some(Ok((n, from))) = got else {
+            if got.is_none() {
+                return;
+            }
+            continue;
+        };
+        let hosts = bootstrap::hosts_from_pong(&buf[..n]);
+        if hosts.is_empty() {
+            continue;
+        }
+        debug!("{} hosts by UDP from {from}", hosts.len());
+        let mut out = Vec::new();
+        lock(&inner.core).handle(
+            Event::Hosts {
+                addrs: hosts,
+                ultrapeer: true,
+                pinned: false,
+            },
+            Instant::now(),
+            &mut out,
+        );
+        dispatch(&inner, out);
+    }
+}
+
+/// Asks the next bootstrap services for hosts when the node has no links and nobody to dial.
+fn maybe_bootstrap(inner: &Arc<Inner>, now: Instant) {
+    if inner.bootstrap.is_empty() {
+        return;
+    }
+    {
+        let core = lock(&inner.core);
+        let starving =
+            core.connections(now).is_empty() && core.hosts().candidates(now).len() < STARVING_HOSTS;
+        if !starving {
+            return;
+        }
+    }
+    let mut state = lock(&inner.bootstrap_state);
+    if state
+        .0
+        .is_some_and(|t| now.saturating_duration_since(t) < BOOTSTRAP_EVERY)
+    {
+        return;
+    }
+    state.0 = Some(now);
+    // Every UDP host cache at once (cheap), and one GWebCache per round, in turn.
+    let gwcs: Vec<&bootstrap::Service> = inner
+        .bootstrap
+        .iter()
+        .filter(|s| matches!(s, bootstrap::Service::Gwc(_)))
+        .collect();
+    let gwc = (!gwcs.is_empty()).then(|| gwcs[state.1 % gwcs.len()].clone());
+    state.1 += 1;
+    drop(state);
+    info!("no hosts to connect to: asking the bootstrap services");
+    for s in &inner.bootstrap {
+        if let bootstrap::Service::Uhc(h) = s {
+            let inner = inner.clone();
+            let h = h.clone();
+            task::spawn(async move {
+                if let Some(udp) = inner.udp.as_ref() {
+                    bootstrap::ping_uhc(udp, &h).await;
+                }
+            });
+        }
+    }
+    if let Some(bootstrap::Service::Gwc(url)) = gwc {
+        let inner = inner.clone();
+        task::spawn(async move {
+            match bootstrap::fetch_gwc(&url).await {
+                Ok(hosts) => {
+                    let mut out = Vec::new();
+                    lock(&inner.core).handle(
+                        Event::Hosts {
+                            addrs: hosts,
+                            ultrapeer: true,
+                            pinned: false,
+                        },
+                        Instant::now(),
+                        &mut out,
+                    );
+                    dispatch(&inner, out);
+                }
+                Err(e) => info!("GWebCache failed: {e}"),
+            }
+        });
     }
 }
 
@@ -796,6 +930,7 @@ async fn ticker(inner: Arc<Inner>, every: Duration) {
             }
         }
         dispatch(&inner, out);
+        maybe_bootstrap(&inner, now);
         if now.saturating_duration_since(last_save) > SAVE_EVERY {
             save_hosts(&inner);
             last_save = now;

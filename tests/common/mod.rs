@@ -34,6 +34,7 @@ pub async fn ultrapeer(peers: &[SocketAddrV4]) -> Node {
 
 /// An ultrapeer that keeps dialling until it has `want` ultrapeer links.
 pub async fn ultrapeer_wanting(peers: &[SocketAddrV4], want: usize) -> Node {
+    let _ = env_logger::builder().is_test(true).try_init();
     let mut cfg = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("node"));
     cfg.role = Role::Ultrapeer;
     cfg.peers = peers.to_vec();
