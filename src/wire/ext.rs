@@ -68,13 +68,21 @@ fn next_item(rest: &[u8]) -> Result<(ExtItem<'_>, &[u8]), WireError> {
 }
 
 impl<'a> Extensions<'a> {
-    /// Validates an extension area: every GGEP item must be well formed.
+    /// Validates an extension area: every GGEP item must be well formed. Only GGEP items can
+    /// be malformed, so the others are skipped here, not classified (that would decode every
+    /// `urn:sha1` for nothing); [`Extensions::iter`] classifies them when asked.
     pub fn parse(raw: &'a [u8]) -> Result<Self, WireError> {
-        let mut it = ItemWalk { rest: raw };
-        while let Some(item) = it.step() {
-            item?;
+        let mut rest = raw;
+        loop {
+            while let Some((&(SEPARATOR | 0), r)) = rest.split_first() {
+                rest = r;
+            }
+            rest = match rest.first() {
+                None => return Ok(Extensions { raw }),
+                Some(&MAGIC) => Ggep::parse_block(rest)?.1,
+                Some(_) => &rest[memchr::memchr2(SEPARATOR, 0, rest).unwrap_or(rest.len())..],
+            };
         }
-        Ok(Extensions { raw })
     }
 
     pub const EMPTY: Extensions<'static> = Extensions { raw: &[] };
@@ -113,13 +121,33 @@ impl<'a> Extensions<'a> {
 
     /// Two separators in a row, or a leading one. gtk-gnutella drops queries with such runs
     /// as "overhead" (PROTOCOL.md §2.3); one trailing NUL is fine (LimeWire always adds it).
-    /// The overlay decides what to do with them.
+    /// The overlay decides what to do with them. Only bytes between items count: GGEP data may
+    /// hold NUL and 0x1C bytes that separate nothing.
     pub fn has_empty_items(&self) -> bool {
-        let sep = |b: &u8| *b == SEPARATOR || *b == 0;
-        let body = self.raw.strip_suffix(&[0]).unwrap_or(self.raw);
-        body.first().is_some_and(sep)
-            || body.last().is_some_and(sep)
-            || body.windows(2).any(|w| sep(&w[0]) && sep(&w[1]))
+        let mut rest = self.raw;
+        let mut first = true;
+        loop {
+            let run = rest
+                .iter()
+                .take_while(|&&b| b == SEPARATOR || b == 0)
+                .count();
+            let (seps, after) = rest.split_at(run);
+            if after.is_empty() {
+                return !(seps.is_empty() || seps == [0]);
+            }
+            if run > 1 || (first && run > 0) {
+                return true;
+            }
+            first = false;
+            rest = match after[0] {
+                // Validated at parse time, so this cannot fail.
+                MAGIC => match Ggep::parse_block(after) {
+                    Ok((_, r)) => r,
+                    Err(_) => return false,
+                },
+                _ => &after[memchr::memchr2(SEPARATOR, 0, after).unwrap_or(after.len())..],
+            };
+        }
     }
 }
 
@@ -193,11 +221,16 @@ impl ExtBuilder {
         self
     }
 
-    /// A text item (`urn:`, XML…). 0x1C and NUL would split it, so they are left out.
+    /// A text item (`urn:`, XML…). 0x1C and NUL would split it, so they are left out. An item
+    /// left empty (a separator run) or starting with 0xC3 (read as GGEP, PROTOCOL.md §3)
+    /// cannot be carried and is not written.
     pub fn text(&mut self, t: &str) -> &mut Self {
+        let mut bytes = t.bytes().filter(|&b| b != SEPARATOR && b != 0).peekable();
+        if bytes.peek().is_none_or(|&b| b == MAGIC) {
+            return self;
+        }
         self.sep();
-        self.buf
-            .extend(t.bytes().filter(|&b| b != SEPARATOR && b != 0));
+        self.buf.extend(bytes);
         self
     }
 
@@ -272,6 +305,43 @@ mod tests {
             Extensions::parse(b"\xc3\x81\x4d\x45\x04"),
             Err(WireError::Ggep(_))
         ));
+    }
+
+    #[test]
+    fn text_items_that_cannot_be_carried_are_left_out() {
+        // "" and "\x1c" would leave a separator run; "Émile" starts with 0xC3, the GGEP magic.
+        let u = Sha1Urn::digest(b"abc");
+        let mut b = ExtBuilder::new();
+        b.text("").text("\x1c\0").text("Émile").urn(&u).text("");
+        let raw = b.finish();
+        let e = Extensions::parse(&raw).unwrap();
+        assert_eq!(e.iter().collect::<Vec<_>>(), [ExtItem::Sha1(u)]);
+        assert!(!e.has_empty_items());
+    }
+
+    #[test]
+    fn nul_and_separator_bytes_inside_ggep_are_not_empty_items() {
+        let mut g = GgepBuilder::new();
+        g.push("X", &[0x1c, 0x1c], Encoding::default()).unwrap();
+        g.push("Y", &[1, 0], Encoding::default()).unwrap();
+        let mut b = ExtBuilder::new();
+        b.text("urn:").ggep(&g.finish());
+        let raw = b.finish();
+        let e = Extensions::parse(&raw).unwrap();
+        assert_eq!(e.iter().count(), 2);
+        assert!(!e.has_empty_items());
+        let mut with_nul = raw.clone();
+        with_nul.push(0);
+        assert!(!Extensions::parse(&with_nul).unwrap().has_empty_items());
+        with_nul.push(0);
+        assert!(Extensions::parse(&with_nul).unwrap().has_empty_items());
+        for bad in [&b"\x1curn:"[..], b"urn:\x1c", b"urn:\x1c\x00", b"\x00"] {
+            assert_eq!(
+                Extensions::parse(bad).unwrap().has_empty_items(),
+                bad != b"\x00",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -47,10 +47,46 @@ pub struct GgepExt<'a> {
     pub data: &'a [u8],
 }
 
+/// One extension split off the bytes. Its ID is checked (printable ASCII) but left as bytes:
+/// validating a block needs no `str`, so the UTF-8 check is paid only when iterating.
 struct RawExt<'a> {
-    ext: GgepExt<'a>,
-    last: bool,
+    flags: u8,
+    id: &'a [u8],
+    data: &'a [u8],
     rest: &'a [u8],
+}
+
+impl<'a> RawExt<'a> {
+    fn last(&self) -> bool {
+        self.flags & FLAG_LAST != 0
+    }
+
+    /// The extension as the public view. The ID is ASCII, so this does not fail.
+    fn ext(&self) -> Option<GgepExt<'a>> {
+        Some(GgepExt {
+            id: std::str::from_utf8(self.id).ok()?,
+            cobs: self.flags & FLAG_COBS != 0,
+            deflate: self.flags & FLAG_DEFLATE != 0,
+            data: self.data,
+        })
+    }
+
+    /// COBS framing must be sound, and a deflated value must inflate within the cap.
+    fn validate(&self) -> Result<(), GgepError> {
+        let cobs = self.flags & FLAG_COBS != 0;
+        if self.flags & FLAG_DEFLATE != 0 {
+            let v = if cobs {
+                Cow::Owned(cobs_decode(self.data)?)
+            } else {
+                Cow::Borrowed(self.data)
+            };
+            inflate_capped(&v, MAX_INFLATED).map(drop)
+        } else if cobs && (self.data.is_empty() || !cobs_valid(self.data)) {
+            Err(GgepError::Cobs)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 fn split_ext(input: &[u8]) -> Result<RawExt<'_>, GgepError> {
@@ -69,8 +105,6 @@ fn split_ext(input: &[u8]) -> Result<RawExt<'_>, GgepError> {
     if !id.iter().all(|b| is_id_byte(*b)) {
         return Err(GgepError::BadId);
     }
-    // ASCII checked just above, so this cannot fail.
-    let id = std::str::from_utf8(id).map_err(|_| GgepError::BadId)?;
     let mut len = 0usize;
     for i in 0.. {
         if i == 3 {
@@ -96,13 +130,9 @@ fn split_ext(input: &[u8]) -> Result<RawExt<'_>, GgepError> {
     }
     let (data, rest) = rest.split_at(len);
     Ok(RawExt {
-        ext: GgepExt {
-            id,
-            cobs: flags & FLAG_COBS != 0,
-            deflate: flags & FLAG_DEFLATE != 0,
-            data,
-        },
-        last: flags & FLAG_LAST != 0,
+        flags,
+        id,
+        data,
         rest,
     })
 }
@@ -180,16 +210,6 @@ impl<'a> GgepExt<'a> {
         }
         Ok(v)
     }
-
-    fn validate(&self) -> Result<(), GgepError> {
-        if self.deflate {
-            self.value().map(drop)
-        } else if self.cobs && (self.data.is_empty() || !cobs_valid(self.data)) {
-            Err(GgepError::Cobs)
-        } else {
-            Ok(())
-        }
-    }
 }
 
 impl<'a> Ggep<'a> {
@@ -229,9 +249,9 @@ impl<'a> Ggep<'a> {
                     max: MAX_EXTENSIONS,
                 });
             }
-            raw.ext.validate()?;
+            raw.validate()?;
             rest = raw.rest;
-            if raw.last {
+            if raw.last() {
                 return Ok(rest);
             }
         }
@@ -242,7 +262,10 @@ impl<'a> Ggep<'a> {
     }
 
     pub fn iter(&self) -> GgepIter<'a> {
-        GgepIter { rest: self.raw }
+        GgepIter {
+            rest: self.raw,
+            block_start: true,
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<GgepExt<'a>> {
@@ -283,20 +306,27 @@ pub fn int_bytes(v: u64) -> ([u8; 8], usize) {
 /// Iterates over the extensions of a validated [`Ggep`].
 pub struct GgepIter<'a> {
     rest: &'a [u8],
+    /// Only where a block starts is 0xC3 the magic byte. Elsewhere it is a flags byte (last,
+    /// COBS, 3-byte ID, like `ALT` in PROTOCOL.md §11) and must not be skipped.
+    block_start: bool,
 }
 
 impl<'a> Iterator for GgepIter<'a> {
     type Item = GgepExt<'a>;
 
     fn next(&mut self) -> Option<GgepExt<'a>> {
-        if let Some((&MAGIC, r)) = self.rest.split_first() {
+        if self.block_start {
+            let (&MAGIC, r) = self.rest.split_first()? else {
+                return None;
+            };
             self.rest = r;
         }
         // The bytes were validated when the Ggep was made; an error here cannot happen, and
         // ending the iteration is the safe answer if it did.
         let raw = split_ext(self.rest).ok()?;
         self.rest = raw.rest;
-        Some(raw.ext)
+        self.block_start = raw.last();
+        raw.ext()
     }
 }
 
@@ -307,7 +337,7 @@ impl std::fmt::Debug for Ggep<'_> {
 }
 
 fn addrs(v: &[u8]) -> Option<Vec<SocketAddrV4>> {
-    if v.len() % 6 != 0 {
+    if !v.len().is_multiple_of(6) {
         return None;
     }
     Some(
@@ -533,6 +563,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.finish(), block);
+    }
+
+    #[test]
+    fn a_flags_byte_equal_to_the_magic_is_not_skipped_mid_block() {
+        // SCP (not last), then ALT whose flags (last | COBS | 3) are 0xC3; then a second block.
+        let bytes =
+            hex("c3 03 53 43 50 41 01 c3 41 4c 54 47 05 c6 33 64 07 02 19 c3 82 44 55 41 00");
+        let g = Ggep::parse_all(&bytes).unwrap();
+        let ids: Vec<_> = g.iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["SCP", "ALT", "DU"]);
+        assert_eq!(&*g.value("ALT").unwrap(), &hex("c6 33 64 07 00 19")[..]);
     }
 
     #[test]

@@ -126,6 +126,7 @@ pub struct Header {
 impl Header {
     /// Reads a header and checks its length against the type's cap, so the caller can refuse a
     /// peer before buffering any of its payload.
+    #[inline]
     pub fn parse(b: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
         let mut muid = [0u8; 16];
         muid.copy_from_slice(&b[..16]);

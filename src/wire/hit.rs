@@ -37,7 +37,16 @@ impl HitResult<'_> {
 }
 
 fn split_result(i: &[u8]) -> Result<(&[u8], HitResult<'_>), WireError> {
-    let (i, (index, size)) = fixed((le_u32, le_u32).parse(i), "query hit result")?;
+    // Sliced by hand rather than with nom: this runs for every result, and nom's `take_from`
+    // was not inlined here.
+    let (&[a0, a1, a2, a3, b0, b1, b2, b3], i) =
+        i.split_first_chunk::<8>().ok_or(WireError::Truncated {
+            what: "query hit result",
+        })?;
+    let (index, size) = (
+        u32::from_le_bytes([a0, a1, a2, a3]),
+        u32::from_le_bytes([b0, b1, b2, b3]),
+    );
     let (i, name) = cstr(i, "query hit file name")?;
     let (i, ext) = cstr(i, "query hit result extensions")?;
     Ok((
@@ -228,13 +237,32 @@ impl QhdFlags {
 }
 
 /// The QHD ("query hit descriptor") trailer: vendor, open data, private area.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Qhd<'a> {
     pub vendor: VendorCode,
-    #[serde(serialize_with = "ser_hex")]
     pub open_data: &'a [u8],
-    #[serde(serialize_with = "ser_hex")]
     pub private: &'a [u8],
+}
+
+/// The raw fields, plus what [`Qhd::flags`] and [`Qhd::ggep`] read from them when present, so
+/// the JSON view (`servent decode --json`, conformance vectors) shows the `A & B` flags and the
+/// private GGEP block.
+impl Serialize for Qhd<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("vendor", &self.vendor)?;
+        m.serialize_entry("open_data", &hex(self.open_data))?;
+        m.serialize_entry("private", &hex(self.private))?;
+        if let Some(f) = self.flags() {
+            m.serialize_entry("flags", &f)?;
+        }
+        if let Some(g) = self.ggep() {
+            m.serialize_entry("ggep", &g)?;
+        }
+        m.end()
+    }
 }
 
 impl<'a> Qhd<'a> {

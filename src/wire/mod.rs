@@ -65,6 +65,7 @@ impl<'a> Payload<'a> {
         }
     }
 
+    #[inline]
     pub fn decode(kind: PayloadType, p: &'a [u8]) -> Result<Self, WireError> {
         Ok(match kind {
             PayloadType::Ping => Payload::Ping(Ping::decode(p)?),
@@ -106,6 +107,7 @@ pub struct Descriptor<'a> {
 }
 
 impl<'a> Descriptor<'a> {
+    #[inline]
     pub fn decode(frame: &Frame<'a>) -> Result<Self, WireError> {
         Ok(Descriptor {
             muid: frame.header.muid,
@@ -166,6 +168,7 @@ pub enum Framed<'a> {
 
 /// Finds the descriptor at the start of `buf`. A length over the type's cap is an error as
 /// soon as the header is complete, so a peer cannot make us buffer more than the cap.
+#[inline]
 pub fn frame(buf: &[u8]) -> Result<Framed<'_>, WireError> {
     let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(Framed::Incomplete {
@@ -219,6 +222,7 @@ impl<'a> Frames<'a> {
 impl<'a> Iterator for Frames<'a> {
     type Item = Frame<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Frame<'a>> {
         if self.error.is_some() {
             return None;

@@ -412,8 +412,9 @@ impl QrpReceiver {
                 }
             }
         }
-        pending.next_seq += 1;
         if !last {
+            // seq_no < seq_size ≤ 255 here, so this cannot overflow.
+            pending.next_seq += 1;
             return Ok(false);
         }
         let done = self.pending.take().expect("pending set above");
@@ -583,6 +584,17 @@ mod tests {
         assert_eq!(r.table(), Some(&t2));
         assert!(!r.table().unwrap().contains_word("pdf"));
         assert!(r.table().unwrap().contains_word("flac"));
+    }
+
+    #[test]
+    fn a_sequence_of_255_patches_completes() {
+        // 2^17 slots at 8 bits, uncompressed: 131072 bytes, the most chunks a sequence holds.
+        let mut t = QrpTable::new(17);
+        t.insert_word("gnutella");
+        let msgs = encode_table(None, &t, 2, 8, false);
+        assert_eq!(msgs.len(), 1 + 255);
+        let r = receive(&msgs).unwrap();
+        assert_eq!(r.table(), Some(&t));
     }
 
     #[test]

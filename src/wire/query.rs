@@ -88,6 +88,7 @@ pub struct Query<'a> {
 }
 
 impl<'a> Query<'a> {
+    #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
         let (rest, flags) = fixed(be_u16.parse(p), "query")?;
         let (rest, criteria) = cstr(rest, "query criteria")?;

@@ -62,6 +62,7 @@ pub struct Ping<'a> {
 }
 
 impl<'a> Ping<'a> {
+    #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
         Ok(Ping {
             ggep: ggep_tail(p, "ping")?,
@@ -84,6 +85,7 @@ pub struct Pong<'a> {
 }
 
 impl<'a> Pong<'a> {
+    #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
         let (tail, (port, ip, files, kbytes)) =
             fixed((le_u16, take(4usize), le_u32, le_u32).parse(p), "pong")?;
@@ -115,6 +117,7 @@ pub struct Push<'a> {
 }
 
 impl<'a> Push<'a> {
+    #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
         let (tail, (guid, index, ip, port)) = fixed(
             (take(16usize), le_u32, take(4usize), le_u16).parse(p),
@@ -161,6 +164,7 @@ pub struct Bye<'a> {
 }
 
 impl<'a> Bye<'a> {
+    #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
         let (rest, code) = fixed(le_u16.parse(p), "bye")?;
         let end = memchr::memchr(0, rest).unwrap_or(rest.len());

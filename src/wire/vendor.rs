@@ -56,7 +56,8 @@ impl<'a, const N: usize> List<'a, N> {
 
     /// Builds the entry bytes of a list from `entries`, for encoding.
     pub fn from_entries(raw: &'a [u8]) -> Option<Self> {
-        (raw.len() % N == 0 && raw.len() / N <= usize::from(u16::MAX)).then_some(List { raw })
+        (raw.len().is_multiple_of(N) && raw.len() / N <= usize::from(u16::MAX))
+            .then_some(List { raw })
     }
 
     pub fn len(&self) -> usize {
