@@ -261,9 +261,15 @@ pub fn answer_block(
             if local.compress && peer.accepts_deflate {
                 h.push("Content-Encoding", "deflate");
             }
-            // Guidance: an ultrapeer with leaf room says it wants leaves rather than peers.
+            // Guidance (PROTOCOL.md §4): "False" asks an ultrapeer to become our leaf, which
+            // gtk-gnutella in ultrapeer mode refuses with 403 "Not becoming a leaf node". So an
+            // ultrapeer we have room for is told we need it; a leaf hears whether leaves are
+            // still wanted.
             if local.role == Role::Ultrapeer {
-                let needed = adm.free_leaf_slots == 0;
+                let needed = match peer.role() {
+                    Role::Ultrapeer => adm.free_ultrapeer_slots > 0,
+                    Role::Leaf => adm.free_leaf_slots == 0,
+                };
                 h.push("X-Ultrapeer-Needed", if needed { "True" } else { "False" });
             }
             Block::new(

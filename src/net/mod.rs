@@ -194,6 +194,9 @@ impl Node {
         ocfg.advertise = advertise;
         ocfg.alive_interval = cfg.alive_interval;
         ocfg.idle_timeout = cfg.idle_timeout;
+        // MUIDs must differ from one run to the next: peers remember them for up to an hour
+        // and would drop a restarted node's queries as duplicates.
+        ocfg.seed = u64::from_le_bytes(Guid::random().0[..8].try_into().expect("16 bytes"));
         let now = Instant::now();
         let mut core = Overlay::new(ocfg, now);
         let mut ignored = Vec::new();

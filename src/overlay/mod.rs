@@ -73,7 +73,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Shared files and kilobytes, for our pong.
     pub shared: (u32, u32),
-    /// Seed of the generator for MUIDs, so the simulator is reproducible.
+    /// Seed of the generator for MUIDs. Fixed in the simulator so runs repeat; random in the
+    /// network shell, since a restarted node must not reuse the MUIDs of its last run.
     pub seed: u64,
 }
 
