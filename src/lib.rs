@@ -7,5 +7,6 @@
 pub mod handshake;
 pub mod net;
 pub mod overlay;
+pub mod share;
 pub mod sim;
 pub mod wire;

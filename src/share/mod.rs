@@ -1,0 +1,391 @@
+//! The shared library: the files under `--share` folders, their SHA-1s (cached in the data
+//! directory by path, size and modification time, so a restart does not rehash), a keyword
+//! index, and the answers to queries.
+//!
+//! Only files found by a scan can ever be served: uploads resolve a request through
+//! [`Library::by_index`] or [`Library::by_urn`], never through a path built from the request.
+
+pub mod words;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::qrp::QrpTable;
+use crate::wire::{ExtItem, FileIndex, Query, Sha1Urn};
+
+/// Suffix of our own partial downloads; never shared.
+pub const PARTIAL_SUFFIX: &str = ".servent-part";
+/// Results per query at most, whatever matches (gtk-gnutella caps its hits similarly).
+pub const MAX_RESULTS: usize = 64;
+const CACHE_FILE: &str = "sha1-cache.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedFile {
+    pub index: FileIndex,
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The file name as shared (no folders).
+    pub name: String,
+    pub size: u64,
+    #[serde(skip)]
+    pub mtime: u64,
+    pub sha1: Sha1Urn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheEntry {
+    size: u64,
+    mtime: u64,
+    sha1: String,
+}
+
+/// SHA-1s by path, valid while size and modification time are unchanged.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct HashCache {
+    entries: HashMap<PathBuf, CacheEntry>,
+}
+
+impl HashCache {
+    pub fn load(data_dir: &Path) -> Self {
+        std::fs::read(data_dir.join(CACHE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, data_dir: &Path) -> io::Result<()> {
+        let json = serde_json::to_vec(self).map_err(io::Error::other)?;
+        crate::net::store::write_atomic(&data_dir.join(CACHE_FILE), &json)
+    }
+
+    fn get(&self, path: &Path, size: u64, mtime: u64) -> Option<Sha1Urn> {
+        let e = self.entries.get(path)?;
+        if e.size != size || e.mtime != mtime {
+            return None;
+        }
+        Sha1Urn::from_base32(e.sha1.as_bytes()).ok()
+    }
+
+    fn put(&mut self, path: PathBuf, size: u64, mtime: u64, sha1: Sha1Urn) {
+        self.entries.insert(
+            path,
+            CacheEntry {
+                size,
+                mtime,
+                sha1: sha1.base32(),
+            },
+        );
+    }
+}
+
+/// SHA-1 of a file, read in 256 KiB steps.
+pub fn hash_file(path: &Path) -> io::Result<Sha1Urn> {
+    use sha1::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha1::Sha1::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Sha1Urn(h.finalize().into()))
+}
+
+fn shareable(name: &str) -> bool {
+    !name.starts_with('.') && !name.ends_with(PARTIAL_SUFFIX) && !name.ends_with(".part")
+}
+
+/// Regular files under `dir`, recursively; hidden and partial files and symbolic links (which
+/// could lead outside the share) are left out.
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, String, u64, u64)>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!("cannot read shared folder {}: {e}", dir.display());
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !shareable(&name) {
+            continue;
+        }
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            walk(&entry.path(), out);
+        } else if ft.is_file()
+            && let Ok(meta) = entry.metadata()
+        {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            out.push((entry.path(), name, meta.len(), mtime));
+        }
+    }
+}
+
+/// The shared files and their index.
+#[derive(Debug, Default)]
+pub struct Library {
+    files: Vec<SharedFile>,
+    by_index: HashMap<FileIndex, usize>,
+    by_urn: HashMap<Sha1Urn, usize>,
+    /// Normalised word → files whose name has it.
+    words: BTreeMap<String, Vec<usize>>,
+    next_index: u32,
+}
+
+impl Library {
+    /// Scans `dirs`, hashing what the cache does not know. Indexes of files present in `prev`
+    /// are kept, so links handed out before a rescan stay valid. Blocking: run it off the
+    /// async threads.
+    pub fn scan(dirs: &[PathBuf], cache: &mut HashCache, prev: Option<&Library>) -> Library {
+        let mut found = Vec::new();
+        for d in dirs {
+            walk(d, &mut found);
+        }
+        found.sort();
+        let old: HashMap<&Path, FileIndex> = prev
+            .map(|p| {
+                p.files
+                    .iter()
+                    .map(|f| (f.path.as_path(), f.index))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut next_index = prev.map_or(1, |p| p.next_index);
+        let mut lib = Library::default();
+        let mut hashed = 0usize;
+        for (path, name, size, mtime) in found {
+            let sha1 = match cache.get(&path, size, mtime) {
+                Some(s) => s,
+                None => match hash_file(&path) {
+                    Ok(s) => {
+                        hashed += 1;
+                        cache.put(path.clone(), size, mtime, s);
+                        s
+                    }
+                    Err(e) => {
+                        warn!("cannot read {}: {e}; not shared", path.display());
+                        continue;
+                    }
+                },
+            };
+            let index = match old.get(path.as_path()) {
+                Some(i) => *i,
+                None => {
+                    let i = FileIndex(next_index);
+                    next_index += 1;
+                    i
+                }
+            };
+            lib.add(SharedFile {
+                index,
+                path,
+                name,
+                size,
+                mtime,
+                sha1,
+            });
+        }
+        lib.next_index = next_index;
+        if hashed > 0 {
+            info!("hashed {hashed} new or changed files");
+        }
+        lib
+    }
+
+    fn add(&mut self, f: SharedFile) {
+        let pos = self.files.len();
+        for w in words::words(&f.name) {
+            let v = self.words.entry(w).or_default();
+            if v.last() != Some(&pos) {
+                v.push(pos);
+            }
+        }
+        self.by_index.insert(f.index, pos);
+        self.by_urn.insert(f.sha1, pos);
+        self.files.push(f);
+    }
+
+    pub fn files(&self) -> &[SharedFile] {
+        &self.files
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Total size in KiB, for our pong.
+    pub fn kbytes(&self) -> u32 {
+        (self.files.iter().map(|f| f.size).sum::<u64>() / 1024).min(u64::from(u32::MAX)) as u32
+    }
+
+    pub fn by_index(&self, i: FileIndex) -> Option<&SharedFile> {
+        self.by_index.get(&i).map(|&p| &self.files[p])
+    }
+
+    pub fn by_urn(&self, u: &Sha1Urn) -> Option<&SharedFile> {
+        self.by_urn.get(u).map(|&p| &self.files[p])
+    }
+
+    /// Files with a name word starting with `prefix`.
+    fn with_prefix(&self, prefix: &str) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .words
+            .range(prefix.to_string()..)
+            .take_while(|(w, _)| w.starts_with(prefix))
+            .flat_map(|(_, files)| files.iter().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Files whose names hold every word of `text` (each as the start of a word of the name).
+    pub fn search_words(&self, text: &str) -> Vec<&SharedFile> {
+        let ws = words::words(text);
+        if ws.is_empty() {
+            return Vec::new();
+        }
+        let mut sets: Vec<Vec<usize>> = ws.iter().map(|w| self.with_prefix(w)).collect();
+        sets.sort_by_key(Vec::len);
+        let mut hits = sets[0].clone();
+        for s in &sets[1..] {
+            hits.retain(|p| s.binary_search(p).is_ok());
+        }
+        hits.into_iter()
+            .take(MAX_RESULTS)
+            .map(|p| &self.files[p])
+            .collect()
+    }
+
+    /// The files a query asks for: by any `urn:sha1` it names, else by its words.
+    pub fn search(&self, q: &Query<'_>) -> Vec<&SharedFile> {
+        let urns: Vec<&SharedFile> = q
+            .extensions
+            .iter()
+            .filter_map(|i| match i {
+                ExtItem::Sha1(u) => self.by_urn(&u),
+                _ => None,
+            })
+            .collect();
+        if !urns.is_empty() {
+            return urns;
+        }
+        self.search_words(&q.criteria.to_string_lossy())
+    }
+
+    /// Our QRP table at 2^`bits` slots: every word of every name and its prefixes.
+    pub fn qrp_table(&self, bits: u8) -> QrpTable {
+        let mut t = QrpTable::new(bits);
+        for f in &self.files {
+            for w in words::qrp_words(&f.name) {
+                t.insert_word(&w);
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Extensions, QueryFlags, Text};
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("servent-share-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        d
+    }
+
+    #[test]
+    fn scan_shares_regular_files_recursively_but_not_hidden_or_partial_ones() {
+        let d = dir("scan");
+        std::fs::write(d.join("Café Music.ogg"), b"abc").unwrap();
+        std::fs::write(d.join("sub/notes.txt"), b"hello").unwrap();
+        std::fs::write(d.join(".hidden.txt"), b"x").unwrap();
+        std::fs::write(d.join(format!("movie.avi{PARTIAL_SUFFIX}")), b"x").unwrap();
+        let mut cache = HashCache::default();
+        let lib = Library::scan(&[d.clone()], &mut cache, None);
+        let mut names: Vec<&str> = lib.files().iter().map(|f| f.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["Café Music.ogg", "notes.txt"]);
+        let ogg = lib.search_words("cafe").pop().unwrap();
+        assert_eq!(ogg.sha1, Sha1Urn::digest(b"abc"));
+        assert_eq!(
+            lib.by_urn(&Sha1Urn::digest(b"hello")).unwrap().name,
+            "notes.txt"
+        );
+        assert_eq!(lib.by_index(ogg.index).unwrap().name, "Café Music.ogg");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_rescan_keeps_indexes_uses_the_cache_and_sees_changes() {
+        let d = dir("rescan");
+        std::fs::write(d.join("a.txt"), b"one").unwrap();
+        std::fs::write(d.join("b.txt"), b"two").unwrap();
+        let mut cache = HashCache::default();
+        let first = Library::scan(&[d.clone()], &mut cache, None);
+        let a_index = first.search_words("a").pop().unwrap().index;
+        // Poison the cache entry of a.txt: if it is used, the SHA-1 shows it.
+        let a_path = d.join("a.txt");
+        let e = cache.entries.get_mut(&a_path).unwrap();
+        e.sha1 = Sha1Urn::digest(b"cached").base32();
+        std::fs::remove_file(d.join("b.txt")).unwrap();
+        std::fs::write(d.join("c.txt"), b"three").unwrap();
+        let second = Library::scan(&[d.clone()], &mut cache, Some(&first));
+        let a = second.search_words("a").pop().unwrap();
+        assert_eq!(a.index, a_index, "index kept");
+        assert_eq!(a.sha1, Sha1Urn::digest(b"cached"), "cache used, no rehash");
+        assert!(second.search_words("b").is_empty(), "removed file gone");
+        let c = second.search_words("c").pop().unwrap();
+        assert!(c.index.0 > a_index.0, "new files get new indexes");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn queries_match_all_words_as_prefixes_or_a_urn() {
+        let d = dir("query");
+        std::fs::write(d.join("Gnutella Protocol Spec.pdf"), b"spec").unwrap();
+        std::fs::write(d.join("gnutella logo.png"), b"logo").unwrap();
+        let mut cache = HashCache::default();
+        let lib = Library::scan(&[d.clone()], &mut cache, None);
+        let q = |text: &'static str| Query {
+            flags: QueryFlags(0x8000),
+            criteria: Text(text.as_bytes()),
+            extensions: Extensions::EMPTY,
+        };
+        assert_eq!(lib.search(&q("gnutella")).len(), 2);
+        assert_eq!(lib.search(&q("GNUT prot")).len(), 1);
+        assert_eq!(lib.search(&q("gnutella video")).len(), 0);
+        assert_eq!(lib.search(&q("")).len(), 0);
+        let urn = format!("urn:sha1:{}", Sha1Urn::digest(b"logo").base32());
+        let ext = Extensions::parse(urn.as_bytes()).unwrap();
+        let by_urn = Query {
+            flags: QueryFlags(0x8000),
+            criteria: Text(b"\\"),
+            extensions: ext,
+        };
+        assert_eq!(lib.search(&by_urn)[0].name, "gnutella logo.png");
+        let t = lib.qrp_table(16);
+        assert!(t.contains_word("gnut") && t.contains_word("protocol") && t.contains_word("pdf"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
