@@ -5,6 +5,7 @@
 //! Only files found by a scan can ever be served: uploads resolve a request through
 //! [`Library::by_index`] or [`Library::by_urn`], never through a path built from the request.
 
+pub mod hits;
 pub mod words;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,147 @@
+//! QueryHit payloads for matching files (PROTOCOL.md §2.4): results with their `urn:sha1`, a
+//! QHD with our vendor code and flags, and our servent GUID.
+
+use std::net::SocketAddrV4;
+
+use crate::wire::ggep::{Encoding, GgepBuilder, int_bytes};
+use crate::wire::{
+    ExtBuilder, Qhd, QhdFlags, QueryHit, Results, ResultsBuilder, ServentId, Trailer, VendorCode,
+};
+
+use super::SharedFile;
+
+/// Results per hit: gtk-gnutella sends at most 10 (PROTOCOL.md §1).
+pub const RESULTS_PER_HIT: usize = 10;
+/// A hit is closed once its results pass this many bytes; gtk-gnutella flushes at ~2 KB, and
+/// hits stay well under the 4 KB that every servent forwards.
+pub const HIT_BYTES: usize = 2048;
+
+/// What a hit says about us.
+#[derive(Debug, Clone, Copy)]
+pub struct Responder {
+    pub addr: SocketAddrV4,
+    pub speed_kbps: u32,
+    pub servent: ServentId,
+    /// We cannot accept connections: downloaders must push.
+    pub firewalled: bool,
+    /// No upload slot free.
+    pub busy: bool,
+    /// We have completed an upload.
+    pub uploaded: bool,
+}
+
+fn result_ext(f: &SharedFile) -> Vec<u8> {
+    let mut ext = ExtBuilder::new();
+    ext.urn(&f.sha1);
+    if f.size >= u64::from(u32::MAX) {
+        // Files of 4 GiB and more: the 32-bit field says 0xFFFFFFFF, GGEP LF the real size.
+        let (b, n) = int_bytes(f.size);
+        let mut g = GgepBuilder::new();
+        g.push(
+            "LF",
+            &b[..n],
+            Encoding {
+                deflate: false,
+                cobs_if_nul: true,
+            },
+        )
+        .expect("valid id");
+        ext.ggep(&g.finish());
+    }
+    ext.finish()
+}
+
+/// QueryHit payloads listing `files`, split so no hit has more than [`RESULTS_PER_HIT`] results
+/// or much more than [`HIT_BYTES`].
+pub fn query_hits(files: &[&SharedFile], me: &Responder) -> Vec<Vec<u8>> {
+    let flags = QhdFlags {
+        push: me.firewalled,
+        busy: me.busy,
+        uploaded: me.uploaded,
+        measured_speed: false,
+        ggep: false,
+    }
+    .to_ab();
+    let mut out = Vec::new();
+    let mut finish = |r: &ResultsBuilder| {
+        let hit = QueryHit {
+            addr: me.addr,
+            speed: me.speed_kbps,
+            results: Results::from_bytes(r.bytes(), r.count()).expect("built valid"),
+            trailer: Trailer::Qhd(Qhd {
+                vendor: VendorCode::SRVT,
+                open_data: &flags,
+                private: &[],
+            }),
+            servent: me.servent,
+        };
+        let mut p = Vec::new();
+        hit.encode(&mut p);
+        out.push(p);
+    };
+    let mut r = ResultsBuilder::new();
+    for f in files {
+        let size = u32::try_from(f.size).unwrap_or(u32::MAX);
+        r.push(f.index, size, &f.name, &result_ext(f));
+        if usize::from(r.count()) >= RESULTS_PER_HIT || r.len() >= HIT_BYTES {
+            finish(&r);
+            r = ResultsBuilder::new();
+        }
+    }
+    if !r.is_empty() {
+        finish(&r);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{FileIndex, Sha1Urn};
+
+    fn file(i: u32, name: &str, size: u64) -> SharedFile {
+        SharedFile {
+            index: FileIndex(i),
+            path: name.into(),
+            name: name.into(),
+            size,
+            mtime: 0,
+            sha1: Sha1Urn::digest(name.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn hits_carry_urns_flags_and_our_guid_and_split_at_ten_results() {
+        let files: Vec<SharedFile> = (1..=23)
+            .map(|i| file(i, &format!("file {i}.txt"), 1000))
+            .chain([file(99, "huge.iso", 5 << 30)])
+            .collect();
+        let refs: Vec<&SharedFile> = files.iter().collect();
+        let me = Responder {
+            addr: "127.0.0.1:6346".parse().unwrap(),
+            speed_kbps: 1000,
+            servent: ServentId([7; 16]),
+            firewalled: true,
+            busy: false,
+            uploaded: true,
+        };
+        let hits = query_hits(&refs, &me);
+        assert_eq!(hits.len(), 3);
+        let mut seen = 0;
+        for p in &hits {
+            let h = QueryHit::decode(p).unwrap();
+            assert!(h.results.len() <= RESULTS_PER_HIT);
+            assert_eq!(h.servent, me.servent);
+            let f = h.flags().unwrap();
+            assert!(f.push && f.uploaded && !f.busy);
+            assert_eq!(h.trailer.qhd().unwrap().vendor, VendorCode::SRVT);
+            for r in h.results.iter() {
+                let want = files.iter().find(|f| f.index == r.index).unwrap();
+                assert_eq!(r.extensions.sha1(), Some(want.sha1));
+                assert_eq!(r.file_size(), want.size);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 24);
+    }
+}
