@@ -21,7 +21,7 @@ use log::{debug, info, trace};
 
 use crate::handshake::Role;
 use crate::wire::ggep::{Encoding, GgepBuilder};
-use crate::wire::qrp::{QrpError, QrpReceiver};
+use crate::wire::qrp::{QrpError, QrpReceiver, QrpTable, encode_table};
 use crate::wire::vendor::{SupportedMessage, selector, supported_entries};
 use crate::wire::{
     Bye, Descriptor, Frame, Ggep, Guid, HEADER_LEN, Hops, Payload, PayloadType, Ping, Pong, Push,
@@ -211,6 +211,8 @@ pub struct ConnSummary {
     pub user_agent: String,
     pub received: u64,
     pub connected_secs: u64,
+    /// Slots set in the leaf's QRP table, once one has arrived.
+    pub qrp_slots_set: Option<usize>,
 }
 
 /// Small deterministic generator (splitmix64) for MUIDs.
@@ -235,6 +237,8 @@ impl Rng {
 
 pub struct Overlay {
     cfg: Config,
+    /// Our QRP table, sent to our ultrapeers when we are a leaf (PROTOCOL.md §6).
+    local_table: Option<QrpTable>,
     conns: HashMap<ConnId, Conn>,
     routes: RouteTable,
     push_routes: PushRoutes,
@@ -270,6 +274,7 @@ impl Overlay {
         let rng = Rng(cfg.seed);
         Overlay {
             cfg,
+            local_table: None,
             conns: HashMap::new(),
             routes: RouteTable::new(routes::ROUTE_CAPACITY, routes::ROUTE_LIFETIME),
             push_routes: PushRoutes::new(routes::PUSH_ROUTE_CAPACITY),
@@ -350,6 +355,11 @@ impl Overlay {
                 user_agent: c.info.user_agent.clone(),
                 received: c.received,
                 connected_secs: now.saturating_duration_since(c.connected_at).as_secs(),
+                qrp_slots_set: c
+                    .qrp
+                    .as_ref()
+                    .and_then(QrpReceiver::table)
+                    .map(QrpTable::count),
             })
             .collect();
         v.sort_by_key(|c| c.id);
@@ -466,6 +476,41 @@ impl Overlay {
             to: id,
             msg: ping.to_vec().into(),
         });
+        // A leaf's ultrapeer forwards nothing before the leaf's table arrives: send it now.
+        if self.cfg.role == Role::Leaf
+            && let Some(c) = self.conns.get(&id)
+            && c.info.role == Role::Ultrapeer
+        {
+            self.send_table(id, out);
+        }
+    }
+
+    /// Sets our QRP table and, as a leaf, sends it to every ultrapeer.
+    pub fn set_local_table(&mut self, table: QrpTable, out: &mut Vec<Action>) {
+        self.local_table = Some(table);
+        if self.cfg.role != Role::Leaf {
+            return;
+        }
+        let ups: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.info.role == Role::Ultrapeer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ups {
+            self.send_table(id, out);
+        }
+    }
+
+    /// RESET and a compressed 4-bit PATCH sequence with LimeWire's infinity 7 (QRP TTL=1).
+    fn send_table(&mut self, id: ConnId, out: &mut Vec<Action>) {
+        let Some(t) = &self.local_table else {
+            return;
+        };
+        for payload in encode_table(None, t, 7, 4, true) {
+            let msg = raw_descriptor(self.rng.guid(), PayloadType::Qrp, 1, 0, &payload);
+            out.push(Action::Send { to: id, msg });
+        }
     }
 
     fn on_closed(&mut self, id: ConnId) {
@@ -684,6 +729,7 @@ impl Overlay {
         if self.cfg.role == Role::Leaf {
             return;
         }
+        self.pass_to_leaves(id, frame, out);
         // Trim to our horizon, then spend one hop.
         let ttl = h.ttl.0.min(self.cfg.max_ttl.saturating_sub(h.hops.0));
         let Some(fwd_ttl) = ttl.checked_sub(1).filter(|t| *t > 0) else {
@@ -701,6 +747,39 @@ impl Overlay {
                 msg: m.clone(),
             });
             self.stats.queries_forwarded += 1;
+        }
+    }
+
+    /// Passes a query to the leaves whose QRP tables match it, whatever its TTL (PROTOCOL.md §6:
+    /// an ultrapeer delivers to its leaves after decrementing, even to 0). Never back to the
+    /// leaf it came from, never to a leaf that has sent no table.
+    fn pass_to_leaves(&mut self, from: ConnId, frame: &Frame<'_>, out: &mut Vec<Action>) {
+        let Ok(q) = crate::wire::Query::decode(frame.payload) else {
+            return;
+        };
+        let keys = QueryKeys::of(&q);
+        if keys.is_empty() {
+            return;
+        }
+        let h = frame.header;
+        let mut msg: Option<Arc<[u8]>> = None;
+        for (&cid, c) in &self.conns {
+            if cid == from || c.info.role != Role::Leaf {
+                continue;
+            }
+            let Some(t) = c.qrp.as_ref().and_then(QrpReceiver::table) else {
+                continue;
+            };
+            if !keys.matches(t) || h.hops.0.saturating_add(1) >= c.hops_flow {
+                continue;
+            }
+            let m = msg.get_or_insert_with(|| {
+                reframe(frame, h.ttl.0.saturating_sub(1), h.hops.0.saturating_add(1))
+            });
+            out.push(Action::Send {
+                to: cid,
+                msg: m.clone(),
+            });
         }
     }
 
@@ -966,6 +1045,52 @@ impl Overlay {
 
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
+    }
+}
+
+/// What a QRP table is checked for: a query's keywords (3 characters or more, as gtk-gnutella
+/// looks up) and the SHA-1s it names.
+struct QueryKeys {
+    words: Vec<String>,
+    urns: Vec<String>,
+}
+
+impl QueryKeys {
+    fn of(q: &crate::wire::Query<'_>) -> Self {
+        let words = crate::share::words::words(&q.criteria.to_string_lossy())
+            .into_iter()
+            .filter(|w| w.chars().count() >= 3)
+            .collect();
+        let urns = q
+            .extensions
+            .iter()
+            .filter_map(|i| match i {
+                crate::wire::ExtItem::Sha1(u) => Some(u.to_string()),
+                _ => None,
+            })
+            .collect();
+        QueryKeys { words, urns }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.words.is_empty() && self.urns.is_empty()
+    }
+
+    /// gtk-gnutella's rule: a present URN suffices; otherwise all words when fewer than 3,
+    /// else at least two thirds of them (PROTOCOL.md §6).
+    fn matches(&self, t: &QrpTable) -> bool {
+        if self.urns.iter().any(|u| t.contains_word(u)) {
+            return true;
+        }
+        if self.words.is_empty() {
+            return false;
+        }
+        let hits = self.words.iter().filter(|w| t.contains_word(w)).count();
+        if self.words.len() < 3 {
+            hits == self.words.len()
+        } else {
+            hits * 3 >= self.words.len() * 2
+        }
     }
 }
 
