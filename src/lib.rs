@@ -7,6 +7,8 @@
 pub mod handshake;
 pub mod net;
 pub mod overlay;
+pub mod servent;
 pub mod share;
 pub mod sim;
+pub mod transfer;
 pub mod wire;

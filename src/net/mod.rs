@@ -129,6 +129,9 @@ struct Inner {
     stop: (Sender<()>, Receiver<()>),
     data_dir: PathBuf,
     udp: Option<UdpSocket>,
+    incoming: Mutex<Option<Arc<dyn Incoming>>>,
+    /// An incoming connection from outside proves we are reachable (PROTOCOL.md §9).
+    reachable: AtomicBool,
     bootstrap: Vec<bootstrap::Service>,
     /// When the last bootstrap round ran, and which service is next.
     bootstrap_state: Mutex<(Option<Instant>, usize)>,
@@ -148,6 +151,23 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
             .to_ipv4_mapped()
             .map(|ip| SocketAddrV4::new(ip, a.port())),
     }
+}
+
+/// Takes over connections that are not Gnutella links: HTTP requests and GIV callbacks. The
+/// stream comes with the bytes the dispatcher already read from it.
+pub trait Incoming: Send + Sync + 'static {
+    fn http(
+        &self,
+        stream: TcpStream,
+        initial: Vec<u8>,
+        peer: SocketAddrV4,
+    ) -> futures_lite::future::Boxed<()>;
+    fn giv(
+        &self,
+        stream: TcpStream,
+        initial: Vec<u8>,
+        peer: SocketAddrV4,
+    ) -> futures_lite::future::Boxed<()>;
 }
 
 /// A running servent.
@@ -243,6 +263,8 @@ impl Node {
             stop: bounded(1),
             data_dir: cfg.data_dir.clone(),
             udp,
+            incoming: Mutex::new(None),
+            reachable: AtomicBool::new(false),
             bootstrap: cfg.bootstrap.clone(),
             bootstrap_state: Mutex::new((None, 0)),
         });
@@ -266,6 +288,41 @@ impl Node {
 
     pub fn listen_addr(&self) -> SocketAddrV4 {
         self.inner.listen
+    }
+
+    /// The address we give in hits and pushes: the advertised one, else the listening one.
+    pub fn advertised_addr(&self) -> SocketAddrV4 {
+        lock(&self.inner.local).listen.unwrap_or(self.inner.listen)
+    }
+
+    /// Our QRP table; a leaf sends it to its ultrapeers now and on every link from now on.
+    pub fn set_qrp_table(&self, t: crate::wire::QrpTable) {
+        let mut out = Vec::new();
+        lock(&self.inner.core).set_local_table(t, &mut out);
+        dispatch(&self.inner, out);
+    }
+
+    /// What our pongs say we share.
+    pub fn set_shared(&self, files: u32, kbytes: u32) {
+        lock(&self.inner.core).set_shared(files, kbytes);
+    }
+
+    /// Hands HTTP requests and GIV callbacks to `h` from now on.
+    pub fn set_incoming(&self, h: Arc<dyn Incoming>) {
+        *lock(&self.inner.incoming) = Some(h);
+    }
+
+    /// Whether a connection from outside this host has reached us.
+    pub fn reachable(&self) -> bool {
+        self.inner.reachable.load(Ordering::SeqCst)
+    }
+
+    /// Sends a Push towards `p.target` along the routes learnt from its hits.
+    pub fn push(&self, p: &crate::wire::Push<'_>) -> bool {
+        let mut out = Vec::new();
+        let sent = lock(&self.inner.core).push(p, Instant::now(), &mut out);
+        dispatch(&self.inner, out);
+        sent
     }
 
     pub fn servent(&self) -> ServentId {
@@ -560,6 +617,14 @@ async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     debug!("incoming {kind:?} from {peer}");
+    if let Some(p) = v4(peer)
+        && !p.ip().is_loopback()
+        && !p.ip().is_private()
+        && !inner.reachable.swap(true, Ordering::SeqCst)
+    {
+        info!("{peer} reached us: we are not firewalled");
+    }
+    let handler = lock(&inner.incoming).clone();
     match kind {
         Kind::Gnutella => {
             let local = lock(&inner.local).clone();
@@ -585,9 +650,20 @@ async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
                 Err(_) => info!("handshake with {peer} timed out"),
             }
         }
+        Kind::Http | Kind::Giv if handler.is_some() => {
+            inner.pending.fetch_sub(1, Ordering::SeqCst);
+            let (Some(h), Some(p)) = (handler, v4(peer)) else {
+                return;
+            };
+            if kind == Kind::Http {
+                h.http(stream, first, p).await;
+            } else {
+                h.giv(stream, first, p).await;
+            }
+        }
         Kind::Http => {
             inner.pending.fetch_sub(1, Ordering::SeqCst);
-            // File transfers are not served yet: say so in HTTP rather than hang up.
+            // Nothing serves files on this node: say so in HTTP rather than hang up.
             let _ = stream
                 .write_all(
                     b"HTTP/1.1 501 Not Implemented\r\nServer: servent\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

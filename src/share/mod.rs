@@ -136,7 +136,7 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, String, u64, u64)>) {
 }
 
 /// The shared files and their index.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Library {
     files: Vec<SharedFile>,
     by_index: HashMap<FileIndex, usize>,
@@ -291,13 +291,15 @@ impl Library {
         self.search_words(&q.criteria.to_string_lossy())
     }
 
-    /// Our QRP table at 2^`bits` slots: every word of every name and its prefixes.
+    /// Our QRP table at 2^`bits` slots: every word of every name and its prefixes, and each
+    /// file's `urn:sha1` (as LimeWire once did; it lets URN queries reach us as a leaf).
     pub fn qrp_table(&self, bits: u8) -> QrpTable {
         let mut t = QrpTable::new(bits);
         for f in &self.files {
             for w in words::qrp_words(&f.name) {
                 t.insert_word(&w);
             }
+            t.insert_word(&f.sha1.to_string());
         }
         t
     }
@@ -323,7 +325,7 @@ mod tests {
         std::fs::write(d.join(".hidden.txt"), b"x").unwrap();
         std::fs::write(d.join(format!("movie.avi{PARTIAL_SUFFIX}")), b"x").unwrap();
         let mut cache = HashCache::default();
-        let lib = Library::scan(&[d.clone()], &mut cache, None);
+        let lib = Library::scan(std::slice::from_ref(&d), &mut cache, None);
         let mut names: Vec<&str> = lib.files().iter().map(|f| f.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["Café Music.ogg", "notes.txt"]);
@@ -343,7 +345,7 @@ mod tests {
         std::fs::write(d.join("a.txt"), b"one").unwrap();
         std::fs::write(d.join("b.txt"), b"two").unwrap();
         let mut cache = HashCache::default();
-        let first = Library::scan(&[d.clone()], &mut cache, None);
+        let first = Library::scan(std::slice::from_ref(&d), &mut cache, None);
         let a_index = first.search_words("a").pop().unwrap().index;
         // Poison the cache entry of a.txt: if it is used, the SHA-1 shows it.
         let a_path = d.join("a.txt");
@@ -351,7 +353,7 @@ mod tests {
         e.sha1 = Sha1Urn::digest(b"cached").base32();
         std::fs::remove_file(d.join("b.txt")).unwrap();
         std::fs::write(d.join("c.txt"), b"three").unwrap();
-        let second = Library::scan(&[d.clone()], &mut cache, Some(&first));
+        let second = Library::scan(std::slice::from_ref(&d), &mut cache, Some(&first));
         let a = second.search_words("a").pop().unwrap();
         assert_eq!(a.index, a_index, "index kept");
         assert_eq!(a.sha1, Sha1Urn::digest(b"cached"), "cache used, no rehash");
@@ -367,7 +369,7 @@ mod tests {
         std::fs::write(d.join("Gnutella Protocol Spec.pdf"), b"spec").unwrap();
         std::fs::write(d.join("gnutella logo.png"), b"logo").unwrap();
         let mut cache = HashCache::default();
-        let lib = Library::scan(&[d.clone()], &mut cache, None);
+        let lib = Library::scan(std::slice::from_ref(&d), &mut cache, None);
         let q = |text: &'static str| Query {
             flags: QueryFlags(0x8000),
             criteria: Text(text.as_bytes()),

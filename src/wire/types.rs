@@ -64,6 +64,13 @@ macro_rules! guid_type {
                 s.collect_str(self)
             }
         }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 32 hex digits"))
+            }
+        }
     };
 }
 
@@ -87,7 +94,9 @@ pub struct Ttl(pub u8);
 pub struct Hops(pub u8);
 
 /// Index of a shared file as the responder numbers it (QueryHit, Push, GIV, `/get/`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct FileIndex(pub u32);
 

@@ -85,6 +85,13 @@ impl Serialize for Sha1Urn {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Sha1Urn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,419 @@
+//! The whole servent: a node on the network, the shared library answering its queries, the
+//! upload server on the same port, searches, and Push callbacks.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_std::channel::{Receiver, Sender, bounded};
+use async_std::net::TcpStream;
+use async_std::task;
+use futures_lite::AsyncWriteExt;
+use log::{info, warn};
+
+use crate::net::{Incoming, Node, NodeConfig};
+use crate::overlay::Delivery;
+use crate::share::hits::{Responder, query_hits};
+use crate::share::{HashCache, Library};
+use crate::transfer::download::{self, PushWaiters, Source, Spec};
+use crate::transfer::upload::{self, Uploads};
+use crate::wire::{
+    Descriptor, Extensions, Framed, Guid, Payload, Query, QueryFlags, Sha1Urn, Text, frame,
+};
+
+/// A result of a hit, as a downloader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Found {
+    pub urn: Sha1Urn,
+    pub size: u64,
+    pub name: String,
+    pub source: Source,
+}
+
+/// The results of a QueryHit descriptor that carry a `urn:sha1` (others cannot be verified,
+/// so they are not offered).
+pub fn found_in_hit(msg: &[u8]) -> Vec<Found> {
+    let Some(Descriptor {
+        payload: Payload::QueryHit(h),
+        ..
+    }) = decode(msg)
+    else {
+        return Vec::new();
+    };
+    // Hits from private or loopback addresses are treated as firewalled by gtk-gnutella; we
+    // still try them directly first and push when that fails.
+    let push = h.flags().is_some_and(|f| f.push);
+    h.results
+        .iter()
+        .filter_map(|r| {
+            Some(Found {
+                urn: r.extensions.sha1()?,
+                size: r.file_size(),
+                name: r.name.to_string_lossy().into_owned(),
+                source: Source {
+                    addr: h.addr,
+                    index: r.index,
+                    name: r.name.to_string_lossy().into_owned(),
+                    servent: h.servent,
+                    push,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Groups found results by SHA-1 into download specs, one source per servent.
+pub fn specs(found: &[Found]) -> Vec<Spec> {
+    let mut by: Vec<Spec> = Vec::new();
+    for f in found {
+        match by.iter_mut().find(|s| s.urn == f.urn) {
+            Some(s) => {
+                if !s.sources.iter().any(|x| x.servent == f.source.servent) {
+                    s.sources.push(f.source.clone());
+                }
+            }
+            None => by.push(Spec {
+                urn: f.urn,
+                size: f.size,
+                name: f.name.clone(),
+                sources: vec![f.source.clone()],
+            }),
+        }
+    }
+    by
+}
+
+/// Our leaf QRP table has 2^16 slots, the size UPQRP recommends (PROTOCOL.md §6).
+const QRP_BITS: u8 = 16;
+/// Hits buffered per search before the searcher reads them; more are dropped.
+const SEARCH_QUEUE: usize = 1024;
+/// A Push callback must connect within this.
+const PUSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ServentConfig {
+    pub node: NodeConfig,
+    pub shares: Vec<PathBuf>,
+    pub upload_slots: usize,
+    /// `Some(true)`: say we are firewalled whatever we observe (`--firewalled`); `Some(false)`:
+    /// say we are not; `None`: firewalled until a connection from outside reaches us.
+    pub firewalled: Option<bool>,
+    /// Announced upload speed in kbit/s.
+    pub speed_kbps: u32,
+}
+
+impl ServentConfig {
+    pub fn new(node: NodeConfig) -> Self {
+        ServentConfig {
+            node,
+            shares: Vec::new(),
+            upload_slots: 4,
+            firewalled: None,
+            speed_kbps: 1000,
+        }
+    }
+}
+
+struct Shared {
+    node: Node,
+    uploads: Arc<Uploads>,
+    waiters: Arc<PushWaiters>,
+    searches: Mutex<HashMap<Guid, Sender<Arc<[u8]>>>>,
+    firewalled: Option<bool>,
+    speed_kbps: u32,
+    shares: Vec<PathBuf>,
+    data_dir: PathBuf,
+}
+
+/// A running servent.
+#[derive(Clone)]
+pub struct Servent {
+    shared: Arc<Shared>,
+}
+
+/// A search in progress: its hits arrive as whole QueryHit descriptors.
+pub struct Search {
+    pub muid: Guid,
+    pub hits: Receiver<Arc<[u8]>>,
+}
+
+struct Handler(Arc<Shared>);
+
+impl Incoming for Handler {
+    fn http(
+        &self,
+        stream: TcpStream,
+        initial: Vec<u8>,
+        peer: SocketAddrV4,
+    ) -> futures_lite::future::Boxed<()> {
+        let up = self.0.uploads.clone();
+        Box::pin(upload::serve(up, stream, initial, peer))
+    }
+
+    fn giv(
+        &self,
+        stream: TcpStream,
+        initial: Vec<u8>,
+        peer: SocketAddrV4,
+    ) -> futures_lite::future::Boxed<()> {
+        let waiters = self.0.waiters.clone();
+        Box::pin(async move { waiters.giv(stream, initial, peer).await })
+    }
+}
+
+impl Servent {
+    pub async fn start(cfg: ServentConfig) -> io::Result<Servent> {
+        let data_dir = cfg.node.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)?;
+        let library = scan(cfg.shares.clone(), data_dir.clone(), None).await;
+        info!(
+            "sharing {} files ({} MiB)",
+            library.len(),
+            library.kbytes() / 1024
+        );
+        let node = Node::start(cfg.node).await?;
+        node.set_shared(library.len() as u32, library.kbytes());
+        node.set_qrp_table(library.qrp_table(QRP_BITS));
+        let uploads = Uploads::new(Arc::new(RwLock::new(library)), cfg.upload_slots);
+        let shared = Arc::new(Shared {
+            node: node.clone(),
+            uploads,
+            waiters: PushWaiters::new(),
+            searches: Mutex::new(HashMap::new()),
+            firewalled: cfg.firewalled,
+            speed_kbps: cfg.speed_kbps,
+            shares: cfg.shares,
+            data_dir,
+        });
+        node.set_incoming(Arc::new(Handler(shared.clone())));
+        task::spawn(deliveries(shared.clone()));
+        Ok(Servent { shared })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.shared.node
+    }
+
+    pub fn library(&self) -> Arc<RwLock<Library>> {
+        self.shared.uploads.library.clone()
+    }
+
+    pub fn uploads(&self) -> &Arc<Uploads> {
+        &self.shared.uploads
+    }
+
+    /// Whether we tell others to push to us.
+    pub fn firewalled(&self) -> bool {
+        self.shared.is_firewalled()
+    }
+
+    /// Rescans the share folders; new, changed and removed files show from now on. The old
+    /// library keeps answering until the new one is ready.
+    pub async fn rescan(&self) {
+        let old = self
+            .shared
+            .uploads
+            .library
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let lib = scan(
+            self.shared.shares.clone(),
+            self.shared.data_dir.clone(),
+            Some(old),
+        )
+        .await;
+        self.shared.node.set_shared(lib.len() as u32, lib.kbytes());
+        self.shared.node.set_qrp_table(lib.qrp_table(QRP_BITS));
+        *self
+            .shared
+            .uploads
+            .library
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = lib;
+    }
+
+    /// Sends a keyword search (and asks for `urn:sha1` in the hits).
+    pub fn search(&self, words: &str) -> Search {
+        self.search_payload(words.as_bytes(), b"urn:")
+    }
+
+    /// Sends a search for a file by its SHA-1 (criteria `\`, as LimeWire and gtk-gnutella do).
+    pub fn search_urn(&self, urn: &crate::wire::Sha1Urn) -> Search {
+        let ext = urn.to_string();
+        self.search_payload(b"\\", ext.as_bytes())
+    }
+
+    fn search_payload(&self, criteria: &[u8], ext: &[u8]) -> Search {
+        let mut flags = QueryFlags::MARKED | QueryFlags::GGEP_H;
+        if self.firewalled() {
+            flags |= QueryFlags::FIREWALLED;
+        }
+        let mut p = Vec::new();
+        Query {
+            flags: QueryFlags(flags),
+            criteria: Text(criteria),
+            extensions: Extensions::parse(ext).unwrap_or_default(),
+        }
+        .encode(&mut p);
+        let (tx, rx) = bounded(SEARCH_QUEUE);
+        // Register before sending, so no early hit is lost.
+        let mut searches = self
+            .shared
+            .searches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // PROTOCOL.md §1: fresh queries go out with TTL ≤ 3.
+        let muid = self.shared.node.search(&p, 3);
+        searches.insert(muid, tx);
+        Search { muid, hits: rx }
+    }
+
+    /// Stops delivering hits for a search.
+    pub fn stop_search(&self, muid: &Guid) {
+        self.shared
+            .searches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(muid);
+    }
+
+    /// Downloads a file into `dir`, from the given sources, resuming a saved partial download
+    /// of the same file. Returns the verified file's path.
+    pub async fn download(
+        &self,
+        spec: Spec,
+        dir: &std::path::Path,
+        progress: &download::Progress,
+    ) -> Result<PathBuf, download::DownloadError> {
+        let ctx = download::Context {
+            node: self.shared.node.clone(),
+            waiters: self.shared.waiters.clone(),
+        };
+        download::download(&ctx, spec, dir, progress).await
+    }
+
+    pub async fn shutdown(&self) {
+        self.shared.node.shutdown().await;
+    }
+}
+
+impl Shared {
+    fn is_firewalled(&self) -> bool {
+        self.firewalled.unwrap_or_else(|| !self.node.reachable())
+    }
+
+    fn responder(&self) -> Responder {
+        Responder {
+            addr: self.node.advertised_addr(),
+            speed_kbps: self.speed_kbps,
+            servent: self.node.servent(),
+            firewalled: self.is_firewalled(),
+            busy: self.uploads.slots.busy(),
+            uploaded: self
+                .uploads
+                .completed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
+        }
+    }
+}
+
+async fn scan(dirs: Vec<PathBuf>, data_dir: PathBuf, prev: Option<Library>) -> Library {
+    task::spawn_blocking(move || {
+        let mut cache = HashCache::load(&data_dir);
+        let lib = Library::scan(&dirs, &mut cache, prev.as_ref());
+        if let Err(e) = cache.save(&data_dir) {
+            warn!("cannot save the SHA-1 cache: {e}");
+        }
+        lib
+    })
+    .await
+}
+
+fn decode(msg: &[u8]) -> Option<Descriptor<'_>> {
+    let Ok(Framed::Frame(f)) = frame(msg) else {
+        return None;
+    };
+    Descriptor::decode(&f).ok()
+}
+
+async fn deliveries(shared: Arc<Shared>) {
+    let rx = shared.node.deliveries();
+    while let Ok(d) = rx.recv().await {
+        match d {
+            Delivery::Query { from, msg } => answer(&shared, from, &msg),
+            Delivery::Hit { msg } => {
+                let mut muid = [0u8; 16];
+                muid.copy_from_slice(&msg[..16]);
+                let searches = shared.searches.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(tx) = searches.get(&Guid(muid)) {
+                    let _ = tx.try_send(msg.clone());
+                }
+            }
+            Delivery::Push { msg } => {
+                let Some(Descriptor {
+                    payload: Payload::Push(p),
+                    ..
+                }) = decode(&msg)
+                else {
+                    continue;
+                };
+                task::spawn(push_upload(shared.clone(), p.addr, p.index.0));
+            }
+            Delivery::ConnectBack { .. } => {}
+        }
+    }
+}
+
+fn answer(shared: &Shared, from: crate::overlay::ConnId, msg: &[u8]) {
+    let Some(Descriptor {
+        payload: Payload::Query(q),
+        ..
+    }) = decode(msg)
+    else {
+        return;
+    };
+    // A firewalled querier cannot reach a firewalled responder (PROTOCOL.md §8).
+    if q.flags.firewalled() && shared.is_firewalled() {
+        return;
+    }
+    let payloads = {
+        let lib = shared
+            .uploads
+            .library
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let files = lib.search(&q);
+        if files.is_empty() {
+            return;
+        }
+        query_hits(&files, &shared.responder())
+    };
+    for p in payloads {
+        shared.node.reply(from, msg, &p);
+    }
+}
+
+/// Answers a Push: connect to the downloader, say `GIV <index>:<guid>/file`, then serve HTTP
+/// on that connection as if it had come in (PROTOCOL.md §8, push flow).
+async fn push_upload(shared: Arc<Shared>, addr: SocketAddrV4, index: u32) {
+    let connect = async_std::future::timeout(PUSH_CONNECT_TIMEOUT, TcpStream::connect(addr)).await;
+    let mut stream = match connect {
+        Ok(Ok(s)) => s,
+        _ => {
+            info!("push: cannot reach {addr}");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let giv = format!("GIV {index}:{}/file\n\n", shared.node.servent().to_hex());
+    if stream.write_all(giv.as_bytes()).await.is_err() {
+        return;
+    }
+    info!("push: connected to {addr}, serving over the callback");
+    upload::serve(shared.uploads.clone(), stream, Vec::new(), addr).await;
+}
