@@ -1,0 +1,446 @@
+//! Sharing, searching and downloading between real servents on 127.0.0.1: direct downloads,
+//! downloads through Push and GIV from a firewalled source, several sources, a source that
+//! sends wrong bytes, and requests that try to leave the share.
+
+mod common;
+
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_std::net::{TcpListener, TcpStream};
+use common::*;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use servent::handshake::Role;
+use servent::net::NodeConfig;
+use servent::servent::{Found, Servent, ServentConfig, found_in_hit, specs};
+use servent::transfer::download::{Progress, Source, Spec};
+use servent::wire::{FileIndex, ServentId, Sha1Urn};
+
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+fn share_dir(tag: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let d = temp_dir(tag);
+    std::fs::create_dir_all(&d).unwrap();
+    for (name, data) in files {
+        std::fs::write(d.join(name), data).unwrap();
+    }
+    d
+}
+
+async fn servent(
+    role: Role,
+    peers: &[SocketAddrV4],
+    shares: Vec<PathBuf>,
+    fw: Option<bool>,
+) -> Servent {
+    let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("servent"));
+    n.role = role;
+    n.peers = peers.to_vec();
+    n.want_ultrapeers = Some(peers.len());
+    n.accept_private = true;
+    n.tick = Duration::from_millis(100);
+    if fw == Some(true) {
+        // Its advertised address refuses connections: only Push can reach it.
+        n.advertise = Some("127.0.0.1:1".parse().unwrap());
+    }
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = shares;
+    cfg.firewalled = fw;
+    Servent::start(cfg).await.unwrap()
+}
+
+async fn find(s: &Servent, words: &str, want: usize) -> Vec<Found> {
+    let search = s.search(words);
+    let mut found = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(3);
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        match async_std::future::timeout(left, search.hits.recv()).await {
+            Ok(Ok(msg)) => {
+                found.extend(found_in_hit(&msg));
+                if found.len() >= want {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    found
+}
+
+async fn linked(s: &Servent, n: usize) {
+    wait_links(s.node(), n).await;
+}
+
+/// Waits until the ultrapeer holds the QRP tables of `n` leaves: before that it forwards them
+/// nothing.
+async fn tables(up: &Servent, n: usize) {
+    for _ in 0..200 {
+        let have = up
+            .node()
+            .connections()
+            .iter()
+            .filter(|c| c.qrp_slots_set.is_some_and(|s| s > 0))
+            .count();
+        if have >= n {
+            return;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("ultrapeer never got {n} leaf tables");
+}
+
+fn sha1_of(p: &Path) -> Sha1Urn {
+    Sha1Urn::digest(&std::fs::read(p).unwrap())
+}
+
+#[async_std::test]
+async fn a_shared_file_is_found_by_keyword_and_by_urn_and_downloaded_intact() {
+    let data = bytes(1, 3 * 1024 * 1024 + 17);
+    let up = servent(Role::Ultrapeer, &[], vec![], None).await;
+    let dir = share_dir(
+        "share1",
+        &[("Free Jazz Session.ogg", &data), ("notes.txt", b"hi")],
+    );
+    let sharer = servent(
+        Role::Leaf,
+        &[up.node().listen_addr()],
+        vec![dir],
+        Some(false),
+    )
+    .await;
+    let getter = servent(Role::Leaf, &[up.node().listen_addr()], vec![], Some(false)).await;
+    linked(&sharer, 1).await;
+    linked(&getter, 1).await;
+    tables(&up, 1).await;
+
+    let found = find(&getter, "jazz session", 1).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].name, "Free Jazz Session.ogg");
+    assert_eq!(found[0].size, data.len() as u64);
+    assert_eq!(found[0].urn, Sha1Urn::digest(&data));
+    assert!(!found[0].source.push);
+
+    let by_urn = {
+        let search = getter.search_urn(&Sha1Urn::digest(&data));
+        let msg = async_std::future::timeout(Duration::from_secs(3), search.hits.recv())
+            .await
+            .expect("urn search answered")
+            .unwrap();
+        found_in_hit(&msg)
+    };
+    assert_eq!(by_urn.len(), 1);
+    assert_eq!(by_urn[0].urn, found[0].urn);
+
+    let out = temp_dir("dl1");
+    let progress = Progress::default();
+    let spec = specs(&found).remove(0);
+    let path = getter.download(spec, &out, &progress).await.unwrap();
+    assert_eq!(path.file_name().unwrap(), "Free Jazz Session.ogg");
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    // Nothing partial is left behind.
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert_eq!(left.len(), 1);
+}
+
+#[async_std::test]
+async fn a_firewalled_source_serves_through_push_and_giv_via_the_ultrapeer() {
+    let data = bytes(2, 700_000);
+    let up = servent(Role::Ultrapeer, &[], vec![], None).await;
+    let dir = share_dir("share2", &[("behind the wall.bin", &data)]);
+    let fw = servent(
+        Role::Leaf,
+        &[up.node().listen_addr()],
+        vec![dir],
+        Some(true),
+    )
+    .await;
+    let getter = servent(Role::Leaf, &[up.node().listen_addr()], vec![], Some(false)).await;
+    linked(&fw, 1).await;
+    linked(&getter, 1).await;
+    tables(&up, 1).await;
+    let found = find(&getter, "wall", 1).await;
+    assert_eq!(found.len(), 1);
+    assert!(found[0].source.push, "the hit carries the push flag");
+    assert_eq!(
+        found[0].source.addr.port(),
+        1,
+        "its advertised address refuses"
+    );
+    let out = temp_dir("dl2");
+    let path = getter
+        .download(specs(&found).remove(0), &out, &Progress::default())
+        .await
+        .unwrap();
+    assert_eq!(sha1_of(&path), Sha1Urn::digest(&data));
+    assert!(
+        up.node().stats().pushes_routed >= 1,
+        "the push went via the ultrapeer"
+    );
+}
+
+#[async_std::test]
+async fn two_sources_share_the_work_and_one_dying_does_not_stop_the_download() {
+    let data = bytes(3, 6 * 1024 * 1024);
+    let up = servent(Role::Ultrapeer, &[], vec![], None).await;
+    let a = servent(
+        Role::Leaf,
+        &[up.node().listen_addr()],
+        vec![share_dir("a", &[("big.iso", &data)])],
+        Some(false),
+    )
+    .await;
+    let b = servent(
+        Role::Leaf,
+        &[up.node().listen_addr()],
+        vec![share_dir("b", &[("big.iso", &data)])],
+        Some(false),
+    )
+    .await;
+    let getter = servent(Role::Leaf, &[up.node().listen_addr()], vec![], Some(false)).await;
+    for s in [&a, &b, &getter] {
+        linked(s, 1).await;
+    }
+    tables(&up, 2).await;
+    let found = find(&getter, "big iso", 2).await;
+    let spec = specs(&found).remove(0);
+    assert_eq!(spec.sources.len(), 2, "one file, two sources");
+    let progress = Progress::default();
+    let out = temp_dir("dl3");
+    let dl = getter.download(spec, &out, &progress);
+    let kill = async {
+        // Kill one source once the download is under way.
+        while progress.done.load(std::sync::atomic::Ordering::Relaxed) < 512 * 1024 {
+            async_std::task::sleep(Duration::from_millis(2)).await;
+        }
+        a.node().abort();
+        std::future::pending::<()>().await
+    };
+    let path = futures_lite::future::or(dl, async {
+        kill.await;
+        unreachable!()
+    })
+    .await
+    .unwrap();
+    assert_eq!(sha1_of(&path), Sha1Urn::digest(&data));
+}
+
+/// Serves wrong bytes for any request, like a broken or malicious source.
+async fn liar(len: u64) -> SocketAddrV4 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = match l.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    };
+    async_std::task::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            async_std::task::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let mut req = Vec::new();
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&req).to_string();
+                    let range = text
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("range")
+                                .then(|| v.trim().strip_prefix("bytes="))?
+                        })
+                        .and_then(|r| r.split_once('-'))
+                        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.trim().parse::<u64>().unwrap()))
+                        .unwrap_or((0, len - 1));
+                    let body = vec![0xEEu8; (range.1 - range.0 + 1) as usize];
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+                        body.len(),
+                        range.0,
+                        range.1
+                    );
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(&body).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[async_std::test]
+async fn a_source_sending_wrong_bytes_is_detected_and_dropped() {
+    let data = bytes(4, 2 * 1024 * 1024);
+    let urn = Sha1Urn::digest(&data);
+    let good = servent(
+        Role::Ultrapeer,
+        &[],
+        vec![share_dir("good", &[("song.flac", &data)])],
+        Some(false),
+    )
+    .await;
+    let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
+    let bad_addr = liar(data.len() as u64).await;
+    let good_index = good.library().read().unwrap().files()[0].index;
+    let spec = Spec {
+        urn,
+        size: data.len() as u64,
+        name: "song.flac".into(),
+        sources: vec![
+            Source {
+                addr: bad_addr,
+                index: FileIndex(1),
+                name: "song.flac".into(),
+                servent: ServentId([1; 16]),
+                push: false,
+            },
+            Source {
+                addr: good.node().listen_addr(),
+                index: good_index,
+                name: "song.flac".into(),
+                servent: good.node().servent(),
+                push: false,
+            },
+        ],
+    };
+    let progress = Progress::default();
+    let path = getter
+        .download(spec, &temp_dir("dl4"), &progress)
+        .await
+        .unwrap();
+    assert_eq!(sha1_of(&path), urn);
+    assert_eq!(
+        progress
+            .bad_sources
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+/// One raw HTTP exchange: the request as given, the whole answer as text.
+async fn raw_http(addr: SocketAddrV4, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = async_std::future::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[async_std::test]
+async fn requests_cannot_leave_the_share_and_ranges_behave() {
+    let secret = temp_dir("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("passwords.txt"), b"TOP-SECRET-CONTENT").unwrap();
+    let dir = share_dir("share5", &[("public.txt", b"0123456789")]);
+    let s = servent(Role::Ultrapeer, &[], vec![dir.clone()], Some(false)).await;
+    let addr = s.node().listen_addr();
+    let idx = s.library().read().unwrap().files()[0].index.0;
+    let secret_path = secret.join("passwords.txt");
+    let attempts = [
+        format!("/get/{idx}/../../{}", secret_path.display()),
+        format!("/get/{idx}/..%2F..%2Fsecret%2Fpasswords.txt"),
+        format!("/get/{idx}/%2e%2e/%2e%2e/passwords.txt"),
+        secret_path.display().to_string(),
+        format!("/get/{idx}/passwords.txt"),
+        format!("/get/{}/public.txt", idx + 1),
+        format!("/uri-res/N2R?{}", Sha1Urn::digest(b"TOP-SECRET-CONTENT")),
+        "/get/0/../../../../etc/passwd".to_string(),
+    ];
+    for a in &attempts {
+        let resp = raw_http(
+            addr,
+            &format!("GET {a} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            resp.starts_with("HTTP/1.1 404") || resp.starts_with("HTTP/1.1 400"),
+            "{a}: {resp}"
+        );
+        assert!(
+            !resp.contains("TOP-SECRET") && !resp.contains("root:"),
+            "{a} leaked: {resp}"
+        );
+    }
+    let wrong = raw_http(
+        addr,
+        &format!("GET /get/{idx}/other.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(wrong.contains("File index/name mismatch"), "{wrong}");
+
+    let ok = raw_http(addr, &format!("GET /get/{idx}/public.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=2-5\r\nConnection: close\r\n\r\n")).await;
+    assert!(ok.starts_with("HTTP/1.1 206"), "{ok}");
+    assert!(ok.contains("content-range: bytes 2-5/10"), "{ok}");
+    assert!(
+        ok.contains(&format!(
+            "x-gnutella-content-urn: {}",
+            Sha1Urn::digest(b"0123456789")
+        )),
+        "{ok}"
+    );
+    assert!(ok.ends_with("2345"), "{ok}");
+    // Raw spaces, as legacy servents send them, and a whole-file answer.
+    let spaced = share_dir("share6", &[("my song.txt", b"la la")]);
+    let s2 = servent(Role::Ultrapeer, &[], vec![spaced], Some(false)).await;
+    let i2 = s2.library().read().unwrap().files()[0].index.0;
+    let r = raw_http(
+        s2.node().listen_addr(),
+        &format!("GET /get/{i2}/my song.txt HTTP/1.0\r\n\r\n"),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.0 200") && r.ends_with("la la"), "{r}");
+    let past = raw_http(addr, &format!("GET /get/{idx}/public.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\nConnection: close\r\n\r\n")).await;
+    assert!(
+        past.starts_with("HTTP/1.1 416") && past.contains("content-range: bytes */10"),
+        "{past}"
+    );
+    let head = raw_http(
+        addr,
+        &format!(
+            "HEAD /uri-res/N2R?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Sha1Urn::digest(b"0123456789")
+        ),
+    )
+    .await;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("content-length: 10"),
+        "{head}"
+    );
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+}
+
+#[async_std::test]
+async fn keep_alive_serves_several_requests_on_one_connection() {
+    let dir = share_dir("share7", &[("a.txt", b"AAAA"), ("b.txt", b"BBBB")]);
+    let s = servent(Role::Ultrapeer, &[], vec![dir], Some(false)).await;
+    let lib = s.library();
+    let (ia, ib) = {
+        let l = lib.read().unwrap();
+        let f = l.files();
+        let a = f.iter().find(|f| f.name == "a.txt").unwrap().index.0;
+        let b = f.iter().find(|f| f.name == "b.txt").unwrap().index.0;
+        (a, b)
+    };
+    let req = format!(
+        "GET /get/{ia}/a.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /get/{ib}/b.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let resp = raw_http(s.node().listen_addr(), &req).await;
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
+    assert!(resp.contains("AAAA") && resp.ends_with("BBBB"), "{resp}");
+}
