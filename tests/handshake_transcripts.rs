@@ -66,7 +66,10 @@ fn check_block(name: &str, i: usize, got: &Block, want: &Value) {
     }
     for k in want["absent"].as_array().into_iter().flatten() {
         let k = k.as_str().unwrap();
-        assert!(!got.headers.has(k), "{name}: our block {i} must not carry {k}");
+        assert!(
+            !got.headers.has(k),
+            "{name}: our block {i} must not carry {k}"
+        );
     }
 }
 
@@ -87,17 +90,31 @@ fn check_outcome(name: &str, got: Result<Established, HandshakeError>, want: &Va
         };
         assert_eq!(role, want["peer_role"], "{name}: peer role");
         let c = &want["compression"];
-        assert_eq!(est.compression.outgoing, c["outgoing"].as_bool().unwrap(), "{name}: out");
-        assert_eq!(est.compression.incoming, c["incoming"].as_bool().unwrap(), "{name}: in");
+        assert_eq!(
+            est.compression.outgoing,
+            c["outgoing"].as_bool().unwrap(),
+            "{name}: out"
+        );
+        assert_eq!(
+            est.compression.incoming,
+            c["incoming"].as_bool().unwrap(),
+            "{name}: in"
+        );
         if let Some(g) = want["peer_guid"].as_str() {
-            assert_eq!(est.peer.guid.map(|g| g.to_hex()).as_deref(), Some(g), "{name}");
+            assert_eq!(
+                est.peer.guid.map(|g| g.to_hex()).as_deref(),
+                Some(g),
+                "{name}"
+            );
         }
         if let Some(l) = want["peer_listen"].as_str() {
             assert_eq!(est.peer.listen, Some(l.parse().unwrap()), "{name}");
         }
     } else if let Some(code) = want["refused_by_us"].as_u64() {
         match got {
-            Err(HandshakeError::WeRefused { code: c, .. }) => assert_eq!(u64::from(c), code, "{name}"),
+            Err(HandshakeError::WeRefused { code: c, .. }) => {
+                assert_eq!(u64::from(c), code, "{name}")
+            }
             other => panic!("{name}: expected our refusal {code}, got {other:?}"),
         }
     } else if let Some(code) = want["refused_by_peer"].as_u64() {
@@ -107,7 +124,11 @@ fn check_outcome(name: &str, got: Result<Established, HandshakeError>, want: &Va
                     unreachable!()
                 };
                 assert_eq!(u64::from(*c), code, "{name}");
-                assert_eq!(e.try_ultrapeers(), &addrs(&want["try_ultrapeers"])[..], "{name}");
+                assert_eq!(
+                    e.try_ultrapeers(),
+                    &addrs(&want["try_ultrapeers"])[..],
+                    "{name}"
+                );
             }
             other => panic!("{name}: expected the peer's refusal {code}, got {other:?}"),
         }
@@ -177,9 +198,13 @@ async fn replay(name: &str, t: &Value) {
     };
     let ours_run = async move {
         let r = if server {
-            driver::accept(&mut mine, &me, Vec::new(), Some("127.0.0.1".parse().unwrap()), |_| {
-                adm.clone()
-            })
+            driver::accept(
+                &mut mine,
+                &me,
+                Vec::new(),
+                Some("127.0.0.1".parse().unwrap()),
+                |_| adm.clone(),
+            )
             .await
         } else {
             let r = driver::connect(&mut mine, &me, None).await;
