@@ -304,8 +304,7 @@ async fn a_leaf_relaying_queries_gets_bye_414() {
 async fn a_restarted_node_does_not_reuse_its_muids() {
     let dir = temp_dir("restart");
     let start = || async {
-        let mut cfg =
-            servent::net::NodeConfig::new("127.0.0.1:0".parse().unwrap(), dir.clone());
+        let mut cfg = servent::net::NodeConfig::new("127.0.0.1:0".parse().unwrap(), dir.clone());
         cfg.role = Role::Ultrapeer;
         Node::start(cfg).await.unwrap()
     };
@@ -315,6 +314,10 @@ async fn a_restarted_node_does_not_reuse_its_muids() {
     a.shutdown().await;
     let b = start().await;
     assert_eq!(b.servent(), servent, "the servent GUID persists");
-    assert_ne!(b.search(b"\x80\x00x\x00", 2), first, "peers would drop it as a duplicate");
+    assert_ne!(
+        b.search(b"\x80\x00x\x00", 2),
+        first,
+        "peers would drop it as a duplicate"
+    );
     b.shutdown().await;
 }
