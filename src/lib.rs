@@ -4,6 +4,7 @@
 //! nothing above it. Everything else (handshake, overlay routing, the network shell, shares and
 //! transfers) stands on it.
 
+pub mod cli;
 pub mod handshake;
 pub mod net;
 pub mod overlay;

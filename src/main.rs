@@ -23,9 +23,22 @@ struct Cli {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
+    Demo(DemoArgs),
     Run(RunArgs),
     Decode(DecodeArgs),
 }
+
+/// Run a small Gnutella network on this machine and show it working: search, a direct
+/// download and one through Push from a firewalled servent.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "demo",
+    note = "Needs no network and no setup: every servent runs on 127.0.0.1 in this process, \
+sharing sample files made for the demo in a temporary folder that is removed afterwards. \
+Exits 0 only if every step worked."
+)]
+struct DemoArgs {}
 
 /// Join the Gnutella network and route for it until Ctrl-C.
 #[derive(FromArgs)]
@@ -123,6 +136,10 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli: Cli = argh::from_env();
     let result = match cli.command {
+        Command::Demo(_) => {
+            let mut out = std::io::stdout();
+            async_std::task::block_on(servent::cli::demo::run(&mut out))
+        }
         Command::Run(args) => run(args),
         Command::Decode(args) => decode(args),
     };

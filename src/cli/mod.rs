@@ -1,0 +1,3 @@
+//! What the command-line subcommands do, kept in the library so tests can run it too.
+
+pub mod demo;
