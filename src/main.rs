@@ -6,10 +6,14 @@ use std::process::ExitCode;
 use std::net::{SocketAddrV4, ToSocketAddrs};
 
 use argh::FromArgs;
+use servent::cli;
 use servent::handshake::Role;
 use servent::net::bootstrap::Service;
-use servent::net::{Node, NodeConfig, store};
+use servent::net::{NodeConfig, store};
+use servent::servent::{Servent, ServentConfig};
+use servent::transfer::download::Spec;
 use servent::wire::{self, Descriptor, Framed};
+use std::time::Duration;
 
 /// servent: a Gnutella 0.6 servent.
 ///
@@ -25,7 +29,77 @@ struct Cli {
 enum Command {
     Demo(DemoArgs),
     Run(RunArgs),
+    Search(SearchArgs),
+    Get(GetArgs),
     Decode(DecodeArgs),
+}
+
+/// Search the network and print the results grouped by file.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "search",
+    note = "Starts a short-lived servent (on a free local port, with the data directory's GUID \
+and host cache), joins, searches, prints each new file as it is found and a table at the end, \
+most sources first.",
+    example = "servent search \"free jazz\" --wait 20"
+)]
+struct SearchArgs {
+    /// the words to search for
+    #[argh(positional)]
+    words: String,
+
+    /// seconds to wait for results (default 10)
+    #[argh(option, default = "10")]
+    wait: u64,
+
+    /// print the results as JSON instead of a table
+    #[argh(switch)]
+    json: bool,
+
+    #[argh(option)]
+    /// a peer to connect to, as HOST:PORT; repeat for several
+    peer: Vec<String>,
+
+    /// where the GUID and host cache live (default: the platform data directory)
+    #[argh(option)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+/// Download a file by its SHA-1 (urn:sha1:… or a magnet link) and verify it.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "get",
+    note = "Searches for sources of the file, downloads from several at once (through Push \
+for firewalled ones), checks the SHA-1 and moves the file into the download folder. An \
+interrupted download resumes from where it stopped.",
+    example = "servent get 'magnet:?xt=urn:sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ&dn=empty.txt'"
+)]
+struct GetArgs {
+    /// urn:sha1:<base32> or magnet:?xt=urn:sha1:…
+    #[argh(positional)]
+    target: String,
+
+    /// folder to save into (default: the platform download folder)
+    #[argh(option)]
+    out: Option<std::path::PathBuf>,
+
+    /// seconds to look for sources before starting (default 5)
+    #[argh(option, default = "5")]
+    wait: u64,
+
+    /// a peer to connect to, as HOST:PORT; repeat for several
+    #[argh(option)]
+    peer: Vec<String>,
+
+    /// address to listen on for push callbacks (default 127.0.0.1 on a free port)
+    #[argh(option, default = "\"127.0.0.1:0\".parse().expect(\"valid default\")")]
+    listen: std::net::SocketAddrV4,
+
+    /// where the GUID and host cache live (default: the platform data directory)
+    #[argh(option)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// Run a small Gnutella network on this machine and show it working: search, a direct
@@ -101,6 +175,19 @@ struct RunArgs {
     /// never ask bootstrap services (UDP host caches, GWebCaches) for hosts
     #[argh(switch)]
     no_bootstrap: bool,
+
+    /// a folder to share, searched recursively; repeat for several (default: the "shared"
+    /// folder in the data directory)
+    #[argh(option)]
+    share: Vec<std::path::PathBuf>,
+
+    /// say we are firewalled (downloaders must push), whatever we observe
+    #[argh(switch)]
+    firewalled: bool,
+
+    /// uploads served at once (default 4)
+    #[argh(option, default = "4")]
+    upload_slots: usize,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -141,6 +228,8 @@ fn main() -> ExitCode {
             async_std::task::block_on(servent::cli::demo::run(&mut out))
         }
         Command::Run(args) => run(args),
+        Command::Search(args) => search(args),
+        Command::Get(args) => get(args),
         Command::Decode(args) => decode(args),
     };
     match result {
@@ -205,14 +294,123 @@ fn run(args: RunArgs) -> Result<(), String> {
         let _ = stop_tx.try_send(());
     })
     .map_err(|e| format!("cannot watch for Ctrl-C: {e}"))?;
+    let shares = if args.share.is_empty() {
+        let d = cfg.data_dir.join("shared");
+        std::fs::create_dir_all(&d)
+            .map_err(|e| format!("cannot create the share folder {}: {e}", d.display()))?;
+        vec![d]
+    } else {
+        for d in &args.share {
+            if !d.is_dir() {
+                return Err(format!("--share {}: not a folder", d.display()));
+            }
+        }
+        args.share
+    };
+    for d in &shares {
+        log::info!("sharing {}", d.display());
+    }
+    let mut scfg = ServentConfig::new(cfg);
+    scfg.shares = shares;
+    scfg.upload_slots = args.upload_slots.max(1);
+    scfg.firewalled = args.firewalled.then_some(true);
     async_std::task::block_on(async {
-        let node = Node::start(cfg).await.map_err(|e| e.to_string())?;
-        // Nothing is shared yet: deliveries are drained so the core never waits on them.
-        let deliveries = node.deliveries();
-        async_std::task::spawn(async move { while deliveries.recv().await.is_ok() {} });
+        let s = Servent::start(scfg).await.map_err(|e| e.to_string())?;
         let _ = stop_rx.recv().await;
         log::info!("stopping: saying goodbye to peers");
-        node.shutdown().await;
+        s.shutdown().await;
+        Ok(())
+    })
+}
+
+/// A short-lived leaf for `search` and `get`.
+fn one_shot(
+    peers: &[String],
+    data_dir: Option<std::path::PathBuf>,
+    listen: SocketAddrV4,
+) -> Result<ServentConfig, String> {
+    let mut addrs = Vec::new();
+    for p in peers {
+        addrs.extend(resolve(p)?);
+    }
+    let mut cfg = NodeConfig::new(listen, data_dir.unwrap_or_else(store::default_data_dir));
+    cfg.accept_private = addrs
+        .iter()
+        .any(|p| p.ip().is_loopback() || p.ip().is_private());
+    cfg.bootstrap = if addrs.is_empty() {
+        Service::builtin()
+    } else {
+        Vec::new()
+    };
+    cfg.want_ultrapeers = Some(addrs.len().clamp(1, 3));
+    cfg.peers = addrs;
+    cfg.role = Role::Leaf;
+    Ok(ServentConfig::new(cfg))
+}
+
+fn search(args: SearchArgs) -> Result<(), String> {
+    let cfg = one_shot(
+        &args.peer,
+        args.data_dir,
+        "127.0.0.1:0".parse().expect("valid"),
+    )?;
+    async_std::task::block_on(async {
+        let s = Servent::start(cfg).await.map_err(|e| e.to_string())?;
+        let mut err = std::io::stderr();
+        cli::search::joined(&s, &mut err).await?;
+        let search = s.search(&args.words);
+        let json = args.json;
+        let groups = cli::search::collect(&s, search, Duration::from_secs(args.wait), |g| {
+            if !json {
+                println!("+ {}  ({}, {})", g.name, cli::search::human(g.size), g.urn);
+            }
+        })
+        .await;
+        if json {
+            let v = serde_json::to_string_pretty(&groups.sorted()).map_err(|e| e.to_string())?;
+            println!("{v}");
+        } else {
+            println!();
+            cli::search::print_table(&groups, &mut std::io::stdout());
+        }
+        s.shutdown().await;
+        Ok(())
+    })
+}
+
+fn get(args: GetArgs) -> Result<(), String> {
+    let (urn, name) = cli::search::parse_target(&args.target)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| dirs::download_dir().unwrap_or_else(|| std::path::PathBuf::from(".")));
+    let cfg = one_shot(&args.peer, args.data_dir, args.listen)?;
+    async_std::task::block_on(async {
+        let s = Servent::start(cfg).await.map_err(|e| e.to_string())?;
+        let mut err = std::io::stderr();
+        cli::search::joined(&s, &mut err).await?;
+        eprintln!("looking for sources of {urn}…");
+        let search = s.search_urn(&urn);
+        let groups = cli::search::collect(&s, search, Duration::from_secs(args.wait), |_| {}).await;
+        let Some(g) = groups.0.into_iter().find(|g| g.urn == urn) else {
+            s.shutdown().await;
+            return Err(format!("no source found for {urn}"));
+        };
+        eprintln!(
+            "{} sources for {} ({})",
+            g.sources.len(),
+            g.name,
+            cli::search::human(g.size)
+        );
+        let spec = Spec {
+            urn,
+            size: g.size,
+            name: name.unwrap_or(g.name),
+            sources: g.sources,
+        };
+        let r = cli::search::download_with_progress(&s, spec, &out, &mut err).await;
+        s.shutdown().await;
+        let path = r?;
+        println!("{}", path.display());
         Ok(())
     })
 }

@@ -132,6 +132,7 @@ struct Inner {
     incoming: Mutex<Option<Arc<dyn Incoming>>>,
     /// An incoming connection from outside proves we are reachable (PROTOCOL.md §9).
     reachable: AtomicBool,
+    accept_private: bool,
     bootstrap: Vec<bootstrap::Service>,
     /// When the last bootstrap round ran, and which service is next.
     bootstrap_state: Mutex<(Option<Instant>, usize)>,
@@ -265,6 +266,7 @@ impl Node {
             udp,
             incoming: Mutex::new(None),
             reachable: AtomicBool::new(false),
+            accept_private: cfg.accept_private,
             bootstrap: cfg.bootstrap.clone(),
             bootstrap_state: Mutex::new((None, 0)),
         });
@@ -617,9 +619,12 @@ async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     debug!("incoming {kind:?} from {peer}");
+    // An incoming connection proves we are reachable (PROTOCOL.md §9): from outside, or, when
+    // we listen on a loopback or private address (so only neighbours there can reach us at
+    // all), from such a neighbour.
+    let local_listen = inner.listen.ip().is_loopback() || inner.listen.ip().is_private();
     if let Some(p) = v4(peer)
-        && !p.ip().is_loopback()
-        && !p.ip().is_private()
+        && (local_listen || inner.accept_private || !(p.ip().is_loopback() || p.ip().is_private()))
         && !inner.reachable.swap(true, Ordering::SeqCst)
     {
         info!("{peer} reached us: we are not firewalled");

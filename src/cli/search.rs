@@ -1,0 +1,234 @@
+//! `servent search` and `servent get` as one-shot servents: join, search or fetch, print, leave.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::servent::{Found, Search, Servent, found_in_hit};
+use crate::transfer::download::{Progress, Source, Spec};
+use crate::wire::Sha1Urn;
+
+/// How long a one-shot servent waits for its first ultrapeer.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Results grouped by file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub urn: Sha1Urn,
+    pub size: u64,
+    pub name: String,
+    pub sources: Vec<Source>,
+}
+
+#[derive(Default)]
+pub struct Groups(pub Vec<Group>);
+
+impl Groups {
+    /// Adds a result; returns true when it is a file not seen before.
+    pub fn add(&mut self, f: Found) -> bool {
+        if let Some(g) = self.0.iter_mut().find(|g| g.urn == f.urn) {
+            if !g.sources.iter().any(|s| s.servent == f.source.servent) {
+                g.sources.push(f.source);
+            }
+            return false;
+        }
+        self.0.push(Group {
+            urn: f.urn,
+            size: f.size,
+            name: f.name,
+            sources: vec![f.source],
+        });
+        true
+    }
+
+    /// Most sources first, then by name.
+    pub fn sorted(&self) -> Vec<&Group> {
+        let mut v: Vec<&Group> = self.0.iter().collect();
+        v.sort_by(|a, b| {
+            b.sources
+                .len()
+                .cmp(&a.sources.len())
+                .then(a.name.cmp(&b.name))
+        });
+        v
+    }
+}
+
+/// `1.5 MB`, `312 KB`, `17 B`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Waits until the servent has an ultrapeer, telling `err` once.
+pub async fn joined(s: &Servent, err: &mut impl Write) -> Result<(), String> {
+    let end = Instant::now() + JOIN_TIMEOUT;
+    let mut told = false;
+    while s.node().connections().is_empty() {
+        if !told {
+            let _ = writeln!(err, "connecting to the network…");
+            told = true;
+        }
+        if Instant::now() > end {
+            return Err(format!(
+                "could not join the network within {} s: no peer answered (give one with \
+                 --peer HOST:PORT, or check that UDP and outgoing TCP are allowed)",
+                JOIN_TIMEOUT.as_secs()
+            ));
+        }
+        async_std::task::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Collects the results of `search` for `wait`, calling `each` for every new file.
+pub async fn collect(
+    s: &Servent,
+    search: Search,
+    wait: Duration,
+    mut each: impl FnMut(&Group),
+) -> Groups {
+    let mut groups = Groups::default();
+    let end = Instant::now() + wait;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match async_std::future::timeout(left, search.hits.recv()).await {
+            Ok(Ok(msg)) => {
+                for f in found_in_hit(&msg) {
+                    if groups.add(f) {
+                        each(groups.0.last().expect("just added"));
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    s.stop_search(&search.muid);
+    groups
+}
+
+/// Prints the final table.
+pub fn print_table(groups: &Groups, out: &mut impl Write) {
+    let g = groups.sorted();
+    if g.is_empty() {
+        let _ = writeln!(out, "no results");
+        return;
+    }
+    let _ = writeln!(out, "{:>7}  {:>9}  {:<50}  urn", "sources", "size", "name");
+    for r in g {
+        let _ = writeln!(
+            out,
+            "{:>7}  {:>9}  {:<50}  {}",
+            r.sources.len(),
+            human(r.size),
+            r.name,
+            r.urn
+        );
+    }
+}
+
+/// Reads `urn:sha1:…` or a magnet link (`magnet:?xt=urn:sha1:…&dn=name`): the SHA-1 and the
+/// name, when the link gives one.
+pub fn parse_target(s: &str) -> Result<(Sha1Urn, Option<String>), String> {
+    let s = s.trim();
+    if let Some(q) = s.strip_prefix("magnet:?") {
+        let mut urn = None;
+        let mut name = None;
+        for kv in q.split('&') {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match k {
+                "xt" if urn.is_none() => urn = v.parse::<Sha1Urn>().ok(),
+                "dn" => name = Some(v.replace('+', " ")),
+                _ => {}
+            }
+        }
+        return urn
+            .map(|u| (u, name))
+            .ok_or_else(|| format!("{s}: the magnet link has no xt=urn:sha1:…"));
+    }
+    s.parse::<Sha1Urn>()
+        .map(|u| (u, None))
+        .map_err(|_| format!("{s}: expected urn:sha1:<32 base32 characters> or a magnet link"))
+}
+
+/// Downloads with a progress line on `err`, redrawn every 200 ms.
+pub async fn download_with_progress(
+    s: &Servent,
+    spec: Spec,
+    dir: &Path,
+    err: &mut impl Write,
+) -> Result<PathBuf, String> {
+    let progress = Progress::default();
+    let started = Instant::now();
+    let name = spec.name.clone();
+    let dl = s.download(spec, dir, &progress);
+    futures_lite::pin!(dl);
+    loop {
+        let tick = async {
+            async_std::task::sleep(Duration::from_millis(200)).await;
+            None
+        };
+        let done = futures_lite::future::or(async { Some((&mut dl).await) }, tick).await;
+        let have = progress.done.load(Ordering::Relaxed);
+        let total = progress.total.load(Ordering::Relaxed).max(1);
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let rate = have as f64 / secs;
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", (total.saturating_sub(have)) as f64 / rate)
+        } else {
+            "?".into()
+        };
+        let _ = write!(
+            err,
+            "\r{name}: {:>3}%  {} of {}  {}/s  ETA {eta}  {} sources   ",
+            have * 100 / total,
+            human(have),
+            human(total),
+            human(rate as u64),
+            progress.sources.load(Ordering::Relaxed),
+        );
+        let _ = err.flush();
+        if let Some(r) = done {
+            let _ = writeln!(err);
+            return r.map_err(|e| e.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_urns_or_magnet_links() {
+        let u = Sha1Urn::digest(b"abc");
+        assert_eq!(parse_target(&u.to_string()), Ok((u, None)));
+        let m = format!("magnet:?xt={u}&dn=My+Song.ogg&xl=3");
+        assert_eq!(parse_target(&m), Ok((u, Some("My Song.ogg".into()))));
+        assert!(parse_target("magnet:?dn=x").is_err());
+        assert!(
+            parse_target("hello")
+                .unwrap_err()
+                .contains("expected urn:sha1")
+        );
+    }
+
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(human(17), "17 B");
+        assert_eq!(human(1_500_000), "1.5 MB");
+        assert_eq!(human(312_000), "312.0 KB");
+    }
+}

@@ -1,0 +1,111 @@
+//! `servent search` and `servent get` as a person runs them, against a real ultrapeer on
+//! 127.0.0.1 that shares a folder.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::temp_dir;
+use servent::handshake::Role;
+use servent::net::NodeConfig;
+use servent::servent::{Servent, ServentConfig};
+use servent::wire::Sha1Urn;
+
+async fn sharing_ultrapeer(files: &[(&str, &[u8])]) -> Servent {
+    let share = temp_dir("cli-share");
+    std::fs::create_dir_all(&share).unwrap();
+    for (n, d) in files {
+        std::fs::write(share.join(n), d).unwrap();
+    }
+    let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("cli-up"));
+    n.role = Role::Ultrapeer;
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = vec![share];
+    Servent::start(cfg).await.unwrap()
+}
+
+fn servent(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_servent"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("servent runs")
+}
+
+#[async_std::test]
+async fn search_prints_files_grouped_with_their_urns_and_get_fetches_one() {
+    let data: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let up = sharing_ultrapeer(&[("Night Train.ogg", &data), ("unrelated.txt", b"x")]).await;
+    let peer = up.node().listen_addr().to_string();
+    let data_dir = temp_dir("cli-data");
+    let dd = data_dir.to_str().unwrap().to_string();
+    let out = async_std::task::spawn_blocking({
+        let (peer, dd) = (peer.clone(), dd.clone());
+        move || {
+            servent(&[
+                "search",
+                "night train",
+                "--peer",
+                &peer,
+                "--wait",
+                "2",
+                "--json",
+                "--data-dir",
+                &dd,
+            ])
+        }
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v.as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{v}");
+    assert_eq!(groups[0]["name"], "Night Train.ogg");
+    assert_eq!(groups[0]["size"], data.len());
+    assert_eq!(groups[0]["sources"].as_array().unwrap().len(), 1);
+    let urn = Sha1Urn::digest(&data).to_string();
+    assert_eq!(groups[0]["urn"], urn.as_str());
+
+    let dl = temp_dir("cli-dl");
+    let dl_s = dl.to_str().unwrap().to_string();
+    let magnet = format!("magnet:?xt={urn}&dn=train.ogg");
+    let out = async_std::task::spawn_blocking(move || {
+        servent(&[
+            "get",
+            &magnet,
+            "--peer",
+            &peer,
+            "--wait",
+            "1",
+            "--out",
+            &dl_s,
+            "--data-dir",
+            &dd,
+        ])
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.trim(), dl.join("train.ogg").to_str().unwrap());
+    assert_eq!(std::fs::read(dl.join("train.ogg")).unwrap(), data);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("100%"), "progress shown: {err}");
+    async_std::task::sleep(Duration::from_millis(10)).await;
+}
+
+#[test]
+fn get_explains_a_bad_target() {
+    let out = servent(&["get", "not-a-urn", "--peer", "127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected urn:sha1:"), "{err}");
+}
