@@ -444,3 +444,18 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
     assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
     assert!(resp.contains("AAAA") && resp.ends_with("BBBB"), "{resp}");
 }
+
+#[async_std::test]
+async fn a_leaf_learns_it_is_reachable_when_its_ultrapeer_connects_back() {
+    let up = servent(Role::Ultrapeer, &[], vec![], None).await;
+    let leaf = servent(Role::Leaf, &[up.node().listen_addr()], vec![], None).await;
+    linked(&leaf, 1).await;
+    // The leaf asked (BEAR/7); the ultrapeer's "\n\n" connection is the proof.
+    for _ in 0..150 {
+        if !leaf.firewalled() {
+            return;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the leaf still thinks it is firewalled");
+}

@@ -13,6 +13,8 @@ use crate::wire::Sha1Urn;
 
 /// How long a one-shot servent waits for its first ultrapeer.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long it then waits for the ultrapeer's connect-back that proves it reachable.
+pub const CONNECT_BACK_WAIT: Duration = Duration::from_secs(3);
 
 /// Results grouped by file.
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +92,12 @@ pub async fn joined(s: &Servent, err: &mut impl Write) -> Result<(), String> {
             ));
         }
         async_std::task::sleep(Duration::from_millis(100)).await;
+    }
+    // Give our ultrapeer a moment to connect back: until it does, our queries say we are
+    // firewalled and firewalled sources cannot answer them.
+    let end = Instant::now() + CONNECT_BACK_WAIT;
+    while s.firewalled() && Instant::now() < end {
+        async_std::task::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }

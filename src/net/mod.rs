@@ -778,6 +778,28 @@ async fn run_link(
     );
     let mut out = Vec::new();
     lock(&inner.core).handle(Event::Connected { id, info }, Instant::now(), &mut out);
+    // Not yet proven reachable: ask the ultrapeer we dialled to connect back to our port
+    // (BEAR/7, PROTOCOL.md §9). Its connection, when it comes, is the proof.
+    if dialled.is_some()
+        && est.peer_role == Role::Ultrapeer
+        && !inner.reachable.load(Ordering::SeqCst)
+    {
+        let cb = crate::wire::Descriptor {
+            muid: Guid([0; 16]),
+            ttl: crate::wire::Ttl(1),
+            hops: crate::wire::Hops(0),
+            payload: crate::wire::Payload::Vendor(crate::wire::VendorMessage::new(
+                crate::wire::vendor::selector::TCP_CONNECT_BACK,
+                crate::wire::VendorBody::TcpConnectBack {
+                    port: inner.listen.port(),
+                },
+            )),
+        };
+        out.push(Action::Send {
+            to: id,
+            msg: cb.to_vec().into(),
+        });
+    }
     dispatch(&inner, out);
     let writer = task::spawn(write_loop(
         link.clone(),
