@@ -459,3 +459,94 @@ async fn a_leaf_learns_it_is_reachable_when_its_ultrapeer_connects_back() {
     }
     panic!("the leaf still thinks it is firewalled");
 }
+
+#[async_std::test]
+async fn an_interrupted_download_resumes_from_its_saved_state() {
+    let data = bytes(6, 8 * 1024 * 1024);
+    let up = servent(
+        Role::Ultrapeer,
+        &[],
+        vec![share_dir("resume", &[("long.mkv", &data)])],
+        Some(false),
+    )
+    .await;
+    let idx = up.library().read().unwrap().files()[0].index;
+    let spec = Spec {
+        urn: Sha1Urn::digest(&data),
+        size: data.len() as u64,
+        name: "long.mkv".into(),
+        sources: vec![Source {
+            addr: up.node().listen_addr(),
+            index: idx,
+            name: "long.mkv".into(),
+            servent: up.node().servent(),
+            push: false,
+        }],
+    };
+    let out = temp_dir("dl-resume");
+    // First run: stopped once at least 1 MiB is on disk, as a crash or Ctrl-C would.
+    {
+        let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
+        let progress = Progress::default();
+        let dl = getter.download(spec.clone(), &out, &progress);
+        let stop = async {
+            while progress.done.load(std::sync::atomic::Ordering::Relaxed) < 1 << 20 {
+                async_std::task::sleep(Duration::from_millis(1)).await;
+            }
+            // Let the chunk in flight settle into the saved state.
+            async_std::task::sleep(Duration::from_millis(50)).await;
+            None
+        };
+        let r = futures_lite::future::or(async { Some(dl.await) }, stop).await;
+        assert!(
+            r.is_none(),
+            "the download finished before it could be interrupted"
+        );
+        getter.shutdown().await;
+    }
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".servent-state")),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "long.mkv"),
+        "not finished yet: {names:?}"
+    );
+    // Second run, a new servent: it starts from what is already there.
+    let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
+    let progress = Progress::default();
+    let started_with = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let watch = {
+        let started_with = started_with.clone();
+        let p = &progress;
+        async move {
+            loop {
+                if p.total.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                    started_with.store(
+                        p.done.load(std::sync::atomic::Ordering::Relaxed),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    break;
+                }
+                async_std::task::sleep(Duration::from_millis(1)).await;
+            }
+            std::future::pending::<()>().await
+        }
+    };
+    let path = futures_lite::future::or(getter.download(spec, &out, &progress), async {
+        watch.await;
+        unreachable!()
+    })
+    .await
+    .unwrap();
+    assert_eq!(sha1_of(&path), Sha1Urn::digest(&data));
+    let resumed_at = started_with.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        resumed_at >= 256 * 1024 && resumed_at < data.len() as u64,
+        "resumed at {resumed_at}"
+    );
+}
