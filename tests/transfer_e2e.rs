@@ -550,3 +550,124 @@ async fn an_interrupted_download_resumes_from_its_saved_state() {
         "resumed at {resumed_at}"
     );
 }
+
+/// A source that has only `[0, have)` of `data`, like a servent sharing a file it is still
+/// downloading: other ranges get 416 with X-Available-Ranges. Counts the bytes it served.
+async fn partial_source(
+    data: Vec<u8>,
+    have: u64,
+) -> (SocketAddrV4, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = match l.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    };
+    let counter = served.clone();
+    async_std::task::spawn(async move {
+        let data = std::sync::Arc::new(data);
+        while let Ok((mut s, _)) = l.accept().await {
+            let (data, counter) = (data.clone(), counter.clone());
+            async_std::task::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let mut req = Vec::new();
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&req).to_string();
+                    let (a, b) = text
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("range")
+                                .then(|| v.trim().strip_prefix("bytes="))?
+                        })
+                        .and_then(|r| r.split_once('-'))
+                        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.trim().parse::<u64>().unwrap()))
+                        .unwrap();
+                    let avail = format!("X-Available-Ranges: bytes 0-{}\r\n", have - 1);
+                    let ok = if b < have {
+                        let body = &data[a as usize..=b as usize];
+                        counter.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        let head = format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n{avail}\r\n",
+                            body.len(),
+                            data.len()
+                        );
+                        s.write_all(head.as_bytes()).await.is_ok()
+                            && s.write_all(body).await.is_ok()
+                    } else {
+                        let head = format!(
+                            "HTTP/1.1 416 Requested Range Not Satisfiable\r\nContent-Length: 0\r\nContent-Range: bytes */{}\r\n{avail}\r\n",
+                            data.len()
+                        );
+                        s.write_all(head.as_bytes()).await.is_ok()
+                    };
+                    if !ok {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[async_std::test]
+async fn a_partial_source_is_asked_only_for_the_ranges_it_has() {
+    let data = bytes(7, 4 * 1024 * 1024);
+    let half = data.len() as u64 / 2;
+    let full = servent(
+        Role::Ultrapeer,
+        &[],
+        vec![share_dir("full", &[("album.zip", &data)])],
+        Some(false),
+    )
+    .await;
+    let (partial, served) = partial_source(data.clone(), half).await;
+    let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
+    let idx = full.library().read().unwrap().files()[0].index;
+    let spec = Spec {
+        urn: Sha1Urn::digest(&data),
+        size: data.len() as u64,
+        name: "album.zip".into(),
+        sources: vec![
+            Source {
+                addr: partial,
+                index: FileIndex(1),
+                name: "album.zip".into(),
+                servent: ServentId([3; 16]),
+                push: false,
+            },
+            Source {
+                addr: full.node().listen_addr(),
+                index: idx,
+                name: "album.zip".into(),
+                servent: full.node().servent(),
+                push: false,
+            },
+        ],
+    };
+    let progress = Progress::default();
+    let path = getter
+        .download(spec, &temp_dir("dl-partial"), &progress)
+        .await
+        .unwrap();
+    assert_eq!(sha1_of(&path), Sha1Urn::digest(&data));
+    let from_partial = served.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(from_partial > 0, "the partial source was used");
+    assert!(
+        from_partial <= half,
+        "served {from_partial} of its {half} bytes"
+    );
+    assert_eq!(
+        progress
+            .bad_sources
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}

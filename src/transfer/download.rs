@@ -288,8 +288,37 @@ async fn open(ctx: &Context, src: &Source) -> io::Result<TcpStream> {
     }
 }
 
-/// Fetches [start, end) of the file from an open connection, writing into `file`. Returns the
-/// connection's request sender for the next chunk (keep-alive).
+/// Parses `X-Available-Ranges: bytes a-b, c-d` (inclusive ends) into [start, end) ranges.
+pub fn parse_available(v: &str) -> Vec<(u64, u64)> {
+    let v = v.trim();
+    let v = v
+        .strip_prefix("bytes")
+        .unwrap_or(v)
+        .trim_start_matches([' ', '=']);
+    v.split(',')
+        .filter_map(|r| {
+            let (a, b) = r.trim().split_once('-')?;
+            let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (a <= b).then_some((a, b + 1))
+        })
+        .collect()
+}
+
+/// Why a chunk did not come.
+enum FetchError {
+    /// The source has only these ranges (a partial source, PROTOCOL.md §8: 416 or 503 with
+    /// `X-Available-Ranges`); try it with a chunk it has.
+    Unavailable(Vec<(u64, u64)>),
+    Failed(io::Error),
+}
+
+impl From<io::Error> for FetchError {
+    fn from(e: io::Error) -> Self {
+        FetchError::Failed(e)
+    }
+}
+
+/// Fetches [start, end) of the file from an open connection, writing into `file`.
 async fn fetch(
     sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     spec: &Spec,
@@ -297,8 +326,8 @@ async fn fetch(
     (start, end): (u64, u64),
     file: &Arc<std::fs::File>,
     progress: &Progress,
-) -> io::Result<()> {
-    let err = |m: String| io::Error::other(m);
+) -> Result<Option<Vec<(u64, u64)>>, FetchError> {
+    let err = |m: String| FetchError::Failed(io::Error::other(m));
     sender
         .ready()
         .await
@@ -315,10 +344,18 @@ async fn fetch(
         .await
         .map_err(|e| err(format!("{}: {e}", src.addr)))?;
     let status = resp.status();
+    let available = resp
+        .headers()
+        .get("X-Available-Ranges")
+        .and_then(|v| v.to_str().ok())
+        .map(parse_available);
     let offset = match status.as_u16() {
         206 => start,
         // A whole-file answer to a range request: skip to our part.
         200 => 0,
+        416 | 503 if available.as_ref().is_some_and(|a| !a.is_empty()) => {
+            return Err(FetchError::Unavailable(available.unwrap_or_default()));
+        }
         code => return Err(err(format!("{} answered {code}", src.addr))),
     };
     if let Some(u) = resp.headers().get("X-Gnutella-Content-URN")
@@ -357,15 +394,55 @@ async fn fetch(
     if pos < end {
         return Err(err(format!("{} closed early", src.addr)));
     }
-    Ok(())
+    Ok(available)
 }
 
-/// Chunks left, the saved state, which source delivered each chunk, and chunks in flight.
-type Work = Arc<Mutex<(Vec<(u64, u64)>, State, HashMap<(u64, u64), usize>, usize)>>;
+/// Who does what: the chunks left, the saved state, which source delivered each chunk, the
+/// chunks in flight, and what partial sources said they have (absent: the whole file).
+struct Plan {
+    todo: Vec<(u64, u64)>,
+    state: State,
+    by_chunk: HashMap<(u64, u64), usize>,
+    in_flight: usize,
+    available: HashMap<usize, Vec<(u64, u64)>>,
+    sources: usize,
+}
+
+fn covers(ranges: &[(u64, u64)], (a, b): (u64, u64)) -> bool {
+    ranges.iter().any(|&(x, y)| x <= a && b <= y)
+}
+
+impl Plan {
+    fn has(&self, si: usize, c: (u64, u64)) -> bool {
+        self.available.get(&si).is_none_or(|r| covers(r, c))
+    }
+
+    /// The next chunk for source `si`: one it has, held by the fewest sources (rarest first),
+    /// earliest among equals.
+    fn take(&mut self, si: usize) -> Option<(u64, u64)> {
+        let pick = (0..self.todo.len())
+            .filter(|&i| self.has(si, self.todo[i]))
+            .min_by_key(|&i| {
+                let c = self.todo[i];
+                let holders = (0..self.sources).filter(|&s| self.has(s, c)).count();
+                (holders, c.0)
+            })?;
+        self.in_flight += 1;
+        Some(self.todo.remove(pick))
+    }
+}
+
+type Work = Arc<Mutex<Plan>>;
+
+fn plan(work: &Work) -> std::sync::MutexGuard<'_, Plan> {
+    work.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// One source's worker: takes chunks until none are left or the source fails too often.
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     ctx: &Context,
+    spec: &Spec,
     si: usize,
     src: Source,
     work: Work,
@@ -406,34 +483,47 @@ async fn worker(
         let run = async {
             loop {
                 let chunk = loop {
-                    let (next, busy) = {
-                        let mut w = work.lock().unwrap_or_else(|e| e.into_inner());
-                        let next = (!w.0.is_empty()).then(|| w.0.remove(0));
-                        (next, w.3)
+                    let (next, busy, left) = {
+                        let mut p = plan(&work);
+                        (p.take(si), p.in_flight, p.todo.len())
                     };
                     match next {
                         Some(c) => break c,
                         // Nothing left and nothing in flight: done.
-                        None if busy == 0 => return Ok::<bool, io::Error>(true),
+                        None if busy == 0 && left == 0 => return Ok::<bool, io::Error>(true),
+                        // What is left, this source does not have, and nobody else is working
+                        // on anything that could change that.
+                        None if busy == 0 => {
+                            return Err(io::Error::other(format!(
+                                "{} has none of the {left} missing chunks",
+                                src.addr
+                            )));
+                        }
                         // Another source may still hand its chunk back.
                         None => async_std::task::sleep(Duration::from_millis(20)).await,
                     }
                 };
-                work.lock().unwrap_or_else(|e| e.into_inner()).3 += 1;
-                let fetched =
-                    fetch(&mut sender, &ctx_spec(&work), &src, chunk, &file, progress).await;
-                work.lock().unwrap_or_else(|e| e.into_inner()).3 -= 1;
+                let fetched = fetch(&mut sender, spec, &src, chunk, &file, progress).await;
+                let mut p = plan(&work);
+                p.in_flight -= 1;
                 match fetched {
-                    Ok(()) => {
-                        let mut w = work.lock().unwrap_or_else(|e| e.into_inner());
-                        add_range(&mut w.1.done, chunk);
-                        w.2.insert(chunk, si);
-                        let json = serde_json::to_vec(&w.1).map_err(io::Error::other)?;
-                        drop(w);
+                    Ok(avail) => {
+                        if let Some(a) = avail {
+                            p.available.insert(si, a);
+                        }
+                        add_range(&mut p.state.done, chunk);
+                        p.by_chunk.insert(chunk, si);
+                        let json = serde_json::to_vec(&p.state).map_err(io::Error::other)?;
+                        drop(p);
                         store::write_atomic(&state_path, &json)?;
                     }
-                    Err(e) => {
-                        work.lock().unwrap_or_else(|e| e.into_inner()).0.push(chunk);
+                    Err(FetchError::Unavailable(a)) => {
+                        debug!("{} has only {a:?}", src.addr);
+                        p.available.insert(si, a);
+                        p.todo.push(chunk);
+                    }
+                    Err(FetchError::Failed(e)) => {
+                        p.todo.push(chunk);
                         return Err(e);
                     }
                 }
@@ -454,14 +544,6 @@ async fn worker(
             }
         }
     }
-}
-
-fn ctx_spec(work: &Work) -> Spec {
-    work.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .1
-        .spec
-        .clone()
 }
 
 /// Downloads `spec` into `dir`; returns the final path. Resumes from a saved state when there
@@ -534,11 +616,19 @@ pub async fn download(
         progress
             .sources
             .store(sources.len() as u64, Ordering::Relaxed);
-        let work: Work = Arc::new(Mutex::new((todo, state.clone(), HashMap::new(), 0)));
+        let work: Work = Arc::new(Mutex::new(Plan {
+            todo,
+            state: state.clone(),
+            by_chunk: HashMap::new(),
+            in_flight: 0,
+            available: HashMap::new(),
+            sources: sources.len(),
+        }));
         let mut tasks = Vec::new();
         for (si, src) in sources.iter().enumerate() {
             tasks.push(worker(
                 ctx,
+                &spec,
                 si,
                 src.clone(),
                 work.clone(),
@@ -549,9 +639,9 @@ pub async fn download(
         }
         let outcomes = join_all(tasks).await;
         let (by_chunk, left) = {
-            let w = work.lock().unwrap_or_else(|e| e.into_inner());
-            state = w.1.clone();
-            (w.2.clone(), w.0.len())
+            let p = plan(&work);
+            state = p.state.clone();
+            (p.by_chunk.clone(), p.todo.len())
         };
         if left > 0 || !missing(&state.done, spec.size, u64::MAX).is_empty() {
             let why: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
@@ -638,6 +728,40 @@ mod tests {
         );
         assert_eq!(parse_giv("GIV 7:nothex/file"), None);
         assert_eq!(parse_giv("GET / HTTP/1.1"), None);
+    }
+
+    #[test]
+    fn available_ranges_parse_and_rarest_chunks_go_first() {
+        assert_eq!(
+            parse_available("bytes 0-99, 200-299"),
+            vec![(0, 100), (200, 300)]
+        );
+        assert_eq!(parse_available("bytes=5-5"), vec![(5, 6)]);
+        assert_eq!(parse_available("bytes 9-1, x"), vec![]);
+        let mut p = Plan {
+            todo: vec![(0, 100), (100, 200), (200, 300)],
+            state: State {
+                spec: Spec {
+                    urn: Sha1Urn([0; 20]),
+                    size: 300,
+                    name: "x".into(),
+                    sources: vec![],
+                },
+                done: vec![],
+            },
+            by_chunk: HashMap::new(),
+            in_flight: 0,
+            available: HashMap::from([(1, vec![(0, 100), (200, 300)])]),
+            sources: 2,
+        };
+        // Source 0 has everything: (100, 200) is the only chunk source 1 lacks, so it is the
+        // rarest and goes first.
+        assert_eq!(p.take(0), Some((100, 200)));
+        // Source 1 only gets chunks it has.
+        assert_eq!(p.take(1), Some((0, 100)));
+        assert_eq!(p.take(1), Some((200, 300)));
+        assert_eq!(p.take(1), None);
+        assert_eq!(p.in_flight, 3);
     }
 
     #[test]
