@@ -296,6 +296,30 @@ mod tests {
     }
 
     #[test]
+    fn a_bye_at_the_cap_without_nul_re_encodes_within_the_cap() {
+        let mut b = Header {
+            muid: Guid([3; 16]),
+            kind: PayloadType::Bye,
+            ttl: Ttl(1),
+            hops: Hops(0),
+            len: header::MAX_BYE,
+        }
+        .to_bytes()
+        .to_vec();
+        b.extend_from_slice(&400u16.to_le_bytes());
+        b.resize(HEADER_LEN + header::MAX_BYE as usize, b'x');
+        let Ok(Framed::Frame(f)) = frame(&b) else {
+            panic!("not framed")
+        };
+        let again = Descriptor::decode(&f).unwrap().to_vec();
+        assert_eq!(again.len(), b.len(), "code, reason cut by one, NUL");
+        let Ok(Framed::Frame(f2)) = frame(&again) else {
+            panic!("our own Bye is refused by the framer")
+        };
+        assert_eq!(Descriptor::decode(&f2).unwrap().to_vec(), again);
+    }
+
+    #[test]
     fn unknown_types_frame_but_do_not_decode() {
         let mut b = vec![0u8; HEADER_LEN + 2];
         b[16] = 0xcd;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::error::WireError;
 use super::ggep::{Ggep, MAGIC};
+use super::header::MAX_BYE;
 use super::types::{FileIndex, ServentId, Text, addr_from_parts, put_addr_ip_port};
 
 /// How far a Ping, Pong or Push may run past its fixed part: gtk-gnutella drops longer ones
@@ -174,9 +175,12 @@ impl<'a> Bye<'a> {
         })
     }
 
+    /// The reason is cut to fit [`MAX_BYE`] with its code and NUL: a received Bye at the cap
+    /// without a NUL would otherwise grow past it, and peers (and [`super::frame`]) refuse that.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.code.to_le_bytes());
-        out.extend(self.reason.0.iter().filter(|&&b| b != 0));
+        let room = MAX_BYE as usize - 3;
+        out.extend(self.reason.0.iter().filter(|&&b| b != 0).take(room));
         out.push(0);
     }
 }
