@@ -87,6 +87,12 @@ impl<'a> Extensions<'a> {
 
     pub const EMPTY: Extensions<'static> = Extensions { raw: &[] };
 
+    /// An area known to hold no 0xC3 byte, hence no GGEP item, hence nothing to validate.
+    pub(crate) fn without_ggep(raw: &'a [u8]) -> Self {
+        debug_assert!(!raw.contains(&MAGIC));
+        Extensions { raw }
+    }
+
     pub fn as_bytes(&self) -> &'a [u8] {
         self.raw
     }

@@ -48,14 +48,22 @@ fn split_result(i: &[u8]) -> Result<(&[u8], HitResult<'_>), WireError> {
         u32::from_le_bytes([b0, b1, b2, b3]),
     );
     let (i, name) = cstr(i, "query hit file name")?;
-    let (i, ext) = cstr(i, "query hit result extensions")?;
+    // Only a GGEP item can be malformed, and one starts with 0xC3. When the area's NUL comes
+    // before any 0xC3, one scan both ends the area and proves it valid; otherwise walk it.
+    let (i, extensions) = match memchr::memchr2(0, MAGIC, i) {
+        Some(n) if i[n] == 0 => (&i[n + 1..], Extensions::without_ggep(&i[..n])),
+        _ => {
+            let (i, ext) = cstr(i, "query hit result extensions")?;
+            (i, Extensions::parse(ext.0)?)
+        }
+    };
     Ok((
         i,
         HitResult {
             index: FileIndex(index),
             size,
             name,
-            extensions: Extensions::parse(ext.0)?,
+            extensions,
         },
     ))
 }
