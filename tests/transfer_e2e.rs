@@ -671,3 +671,49 @@ async fn a_partial_source_is_asked_only_for_the_ranges_it_has() {
         0
     );
 }
+
+#[async_std::test]
+async fn when_every_upload_slot_is_taken_the_next_request_gets_503_with_retry_after() {
+    let data = bytes(8, 16 * 1024 * 1024);
+    let dir = share_dir("slots", &[("movie.mkv", &data)]);
+    let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("slots-node"));
+    n.role = Role::Ultrapeer;
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = vec![dir];
+    cfg.upload_slots = 1;
+    cfg.firewalled = Some(false);
+    let s = Servent::start(cfg).await.unwrap();
+    let addr = s.node().listen_addr();
+    let urn = Sha1Urn::digest(&data);
+    // A slow client: asks for the whole file and reads only its first bytes.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(format!("GET /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    slow.read_exact(&mut first).await.unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(s.uploads().slots.in_use(), 1);
+    let busy = raw_http(
+        addr,
+        &format!("GET /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(busy.contains("retry-after: 60"), "{busy}");
+    // When the slow client goes, its slot is free again.
+    drop(slow);
+    for _ in 0..100 {
+        if s.uploads().slots.in_use() == 0 {
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    let again = raw_http(
+        addr,
+        &format!("HEAD /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    assert_eq!(s.uploads().slots.in_use(), 0);
+}
