@@ -834,19 +834,7 @@ impl Overlay {
             return;
         }
         let ttl = h.ttl.0.saturating_sub(1).max(1);
-        let direct = self
-            .conns
-            .iter()
-            .find(|(_, c)| c.info.guid == Some(p.target))
-            .map(|(cid, _)| *cid);
-        let targets: Vec<ConnId> = match direct {
-            Some(c) => vec![c],
-            None => self
-                .push_routes
-                .lookup(&p.target, now)
-                .filter(|c| *c != id && self.conns.contains_key(c))
-                .collect(),
-        };
+        let targets = self.push_targets(&p.target, Some(id), now);
         if targets.is_empty() {
             self.stats.unroutable += 1;
             return;
@@ -859,6 +847,22 @@ impl Overlay {
             });
             self.stats.pushes_routed += 1;
         }
+    }
+
+    /// Where a Push for `target` goes (PROTOCOL.md §5): the servent itself when it is a
+    /// neighbour, else every live link its hits came from, except `from`.
+    fn push_targets(&self, target: &ServentId, from: Option<ConnId>, now: Instant) -> Vec<ConnId> {
+        if let Some((&id, _)) = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.info.guid == Some(*target))
+        {
+            return vec![id];
+        }
+        self.push_routes
+            .lookup(target, now)
+            .filter(|c| Some(*c) != from && self.conns.contains_key(c))
+            .collect()
     }
 
     fn on_qrp(&mut self, id: ConnId, m: QrpMessage<'_>, out: &mut Vec<Action>) {
@@ -1002,19 +1006,7 @@ impl Overlay {
     /// Sends a Push towards `target` along the links its hits came from. Returns false when
     /// no route is known.
     pub fn push(&mut self, p: &Push<'_>, now: Instant, out: &mut Vec<Action>) -> bool {
-        let direct = self
-            .conns
-            .iter()
-            .find(|(_, c)| c.info.guid == Some(p.target))
-            .map(|(id, _)| *id);
-        let targets: Vec<ConnId> = match direct {
-            Some(c) => vec![c],
-            None => self
-                .push_routes
-                .lookup(&p.target, now)
-                .filter(|c| self.conns.contains_key(c))
-                .collect(),
-        };
+        let targets = self.push_targets(&p.target, None, now);
         if targets.is_empty() {
             return false;
         }
