@@ -103,6 +103,9 @@ pub struct ServentConfig {
     pub firewalled: Option<bool>,
     /// Announced upload speed in kbit/s.
     pub speed_kbps: u32,
+    /// How often the share folders are rescanned for added, changed and removed files.
+    /// Unchanged files cost a `stat` each (their SHA-1s are cached).
+    pub rescan_every: Option<Duration>,
 }
 
 impl ServentConfig {
@@ -113,6 +116,7 @@ impl ServentConfig {
             upload_slots: 4,
             firewalled: None,
             speed_kbps: 1000,
+            rescan_every: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -190,7 +194,17 @@ impl Servent {
         });
         node.set_incoming(Arc::new(Handler(shared.clone())));
         task::spawn(deliveries(shared.clone()));
-        Ok(Servent { shared })
+        let servent = Servent { shared };
+        if let Some(every) = cfg.rescan_every {
+            let s = servent.clone();
+            task::spawn(async move {
+                loop {
+                    task::sleep(every).await;
+                    s.rescan().await;
+                }
+            });
+        }
+        Ok(servent)
     }
 
     pub fn node(&self) -> &Node {
@@ -226,6 +240,19 @@ impl Servent {
             Some(old),
         )
         .await;
+        let changed = {
+            let old = self
+                .shared
+                .uploads
+                .library
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            old.files() != lib.files()
+        };
+        if !changed {
+            return;
+        }
+        info!("shares changed: now {} files", lib.len());
         self.shared.node.set_shared(lib.len() as u32, lib.kbytes());
         self.shared.node.set_qrp_table(lib.qrp_table(QRP_BITS));
         *self

@@ -717,3 +717,39 @@ async fn when_every_upload_slot_is_taken_the_next_request_gets_503_with_retry_af
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
     assert_eq!(s.uploads().slots.in_use(), 0);
 }
+
+#[async_std::test]
+async fn files_added_to_a_share_are_found_after_the_periodic_rescan() {
+    let up = servent(Role::Ultrapeer, &[], vec![], None).await;
+    let dir = share_dir("rescan", &[("first.txt", b"one")]);
+    let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("rescan-node"));
+    n.peers = vec![up.node().listen_addr()];
+    n.want_ultrapeers = Some(1);
+    n.accept_private = true;
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = vec![dir.clone()];
+    cfg.firewalled = Some(false);
+    cfg.rescan_every = Some(Duration::from_millis(200));
+    let leaf = Servent::start(cfg).await.unwrap();
+    let getter = servent(Role::Leaf, &[up.node().listen_addr()], vec![], Some(false)).await;
+    linked(&leaf, 1).await;
+    linked(&getter, 1).await;
+    tables(&up, 1).await;
+    assert!(find(&getter, "second", 1).await.is_empty());
+    std::fs::write(dir.join("second song.ogg"), b"two").unwrap();
+    std::fs::remove_file(dir.join("first.txt")).unwrap();
+    // The rescan sees both changes and the new table reaches the ultrapeer.
+    let mut found = Vec::new();
+    for _ in 0..20 {
+        found = find(&getter, "second song", 1).await;
+        if !found.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(found.len(), 1, "the new file is found");
+    assert_eq!(found[0].urn, Sha1Urn::digest(b"two"));
+    assert!(
+        find(&getter, "first", 1).await.is_empty(),
+        "the removed file is not"
+    );
+}
