@@ -49,7 +49,7 @@ const DELIVERY_QUEUE: usize = 4096;
 /// After our Bye, the peer has this long to read it before the socket closes.
 const BYE_LINGER: Duration = Duration::from_millis(500);
 /// Bytes written per batch; the queue is drained in batches of this size.
-const WRITE_BATCH: usize = 64 * 1024;
+const WRITE_BATCH: usize = 16 * 1024;
 /// The host cache is saved this often and on shutdown.
 const SAVE_EVERY: Duration = Duration::from_secs(300);
 /// A node with nobody to dial asks the bootstrap services at most this often (gtk-gnutella
@@ -355,17 +355,7 @@ impl Node {
 
     /// Adds hosts and dials them as needed (`pinned` ones are kept and redialled).
     pub fn add_hosts(&self, addrs: Vec<SocketAddrV4>, pinned: bool) {
-        let mut out = Vec::new();
-        lock(&self.inner.core).handle(
-            Event::Hosts {
-                addrs,
-                ultrapeer: true,
-                pinned,
-            },
-            Instant::now(),
-            &mut out,
-        );
-        dispatch(&self.inner, out);
+        add_hosts(&self.inner, addrs, pinned);
     }
 
     /// Starts a search; hits arrive as [`Delivery::Hit`] with the returned MUID.
@@ -423,6 +413,21 @@ fn save_hosts(inner: &Inner) {
     }
 }
 
+/// Gives the core ultrapeer addresses to remember and dial as needed.
+fn add_hosts(inner: &Arc<Inner>, addrs: Vec<SocketAddrV4>, pinned: bool) {
+    let mut out = Vec::new();
+    lock(&inner.core).handle(
+        Event::Hosts {
+            addrs,
+            ultrapeer: true,
+            pinned,
+        },
+        Instant::now(),
+        &mut out,
+    );
+    dispatch(inner, out);
+}
+
 /// Reads datagrams: pongs from host caches feed the host cache; anything else is ignored.
 async fn udp_loop(inner: Arc<Inner>) {
     let Some(udp) = inner.udp.as_ref() else {
@@ -447,17 +452,7 @@ async fn udp_loop(inner: Arc<Inner>) {
             continue;
         }
         debug!("{} hosts by UDP from {from}", hosts.len());
-        let mut out = Vec::new();
-        lock(&inner.core).handle(
-            Event::Hosts {
-                addrs: hosts,
-                ultrapeer: true,
-                pinned: false,
-            },
-            Instant::now(),
-            &mut out,
-        );
-        dispatch(&inner, out);
+        add_hosts(&inner, hosts, false);
     }
 }
 
@@ -507,19 +502,7 @@ fn maybe_bootstrap(inner: &Arc<Inner>, now: Instant) {
         let inner = inner.clone();
         task::spawn(async move {
             match bootstrap::fetch_gwc(&url).await {
-                Ok(hosts) => {
-                    let mut out = Vec::new();
-                    lock(&inner.core).handle(
-                        Event::Hosts {
-                            addrs: hosts,
-                            ultrapeer: true,
-                            pinned: false,
-                        },
-                        Instant::now(),
-                        &mut out,
-                    );
-                    dispatch(&inner, out);
-                }
+                Ok(hosts) => add_hosts(&inner, hosts, false),
                 Err(e) => info!("GWebCache failed: {e}"),
             }
         });
@@ -833,8 +816,8 @@ async fn read_loop(
 ) -> io::Result<()> {
     let mut inflater = compressed.then(Inflater::new);
     let mut raw = leftover;
-    let mut plain: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut plain: Vec<u8> = Vec::with_capacity(4 * 1024);
+    let mut chunk = vec![0u8; 8 * 1024];
     loop {
         match inflater.as_mut() {
             None => {
