@@ -846,6 +846,9 @@ async fn read_loop(
         if inflater.is_none() {
             raw.clear();
         }
+        // Let the writers run: a peer that keeps our socket full would otherwise keep this
+        // task busy, starve every output queue on this thread and make us shed what we route.
+        task::yield_now().await;
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());

@@ -754,6 +754,14 @@ impl Overlay {
     /// an ultrapeer delivers to its leaves after decrementing, even to 0). Never back to the
     /// leaf it came from, never to a leaf that has sent no table.
     fn pass_to_leaves(&mut self, from: ConnId, frame: &Frame<'_>, out: &mut Vec<Action>) {
+        // Extracting keywords costs Unicode normalisation: skip it when no leaf could match.
+        let any_table = self
+            .conns
+            .iter()
+            .any(|(&cid, c)| cid != from && c.qrp.as_ref().and_then(QrpReceiver::table).is_some());
+        if !any_table {
+            return;
+        }
         let Ok(q) = crate::wire::Query::decode(frame.payload) else {
             return;
         };
