@@ -32,6 +32,8 @@ use crate::wire::{FileIndex, Push, ServentId, Sha1Urn};
 pub const MIN_CHUNK: u64 = 256 * 1024;
 /// Largest chunk, so several sources share even a big file.
 pub const MAX_CHUNK: u64 = 8 * 1024 * 1024;
+/// Received bytes are written to the file in batches of about this much (two at most held).
+const WRITE_BATCH: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a pushed source has to call back with GIV.
 const GIV_TIMEOUT: Duration = Duration::from_secs(20);
@@ -318,6 +320,19 @@ impl From<io::Error> for FetchError {
     }
 }
 
+/// Writes `buf` at `at` off the async threads; hands the buffer back for reuse.
+fn write_at(
+    file: &Arc<std::fs::File>,
+    buf: Vec<u8>,
+    at: u64,
+) -> async_std::task::JoinHandle<io::Result<Vec<u8>>> {
+    let f = file.clone();
+    async_std::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&buf, at).map(|()| buf)
+    })
+}
+
 /// Fetches [start, end) of the file from an open connection, writing into `file`.
 async fn fetch(
     sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
@@ -326,6 +341,7 @@ async fn fetch(
     (start, end): (u64, u64),
     file: &Arc<std::fs::File>,
     progress: &Progress,
+    bufs: &mut Vec<Vec<u8>>,
 ) -> Result<Option<Vec<(u64, u64)>>, FetchError> {
     let err = |m: String| FetchError::Failed(io::Error::other(m));
     sender
@@ -366,31 +382,71 @@ async fn fetch(
     }
     let mut body = resp.into_body();
     let mut pos = offset;
-    while pos < end {
-        let frame = match timeout(STALL_TIMEOUT, body.frame()).await {
-            Err(_) => return Err(err(format!("{} stalled", src.addr))),
-            Ok(None) => break,
-            Ok(Some(f)) => f.map_err(|e| err(format!("{}: {e}", src.addr)))?,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        // Only the part of the data that falls in [start, end) is ours.
-        let dlen = data.len() as u64;
-        let lo = start.max(pos);
-        let hi = end.min(pos + dlen);
-        if lo < hi {
-            let slice = data.slice((lo - pos) as usize..(hi - pos) as usize);
-            let f = file.clone();
-            async_std::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
-                f.write_all_at(&slice, lo)
-            })
-            .await?;
-            progress.done.fetch_add(hi - lo, Ordering::Relaxed);
+    // Frames are copied into a batch of up to WRITE_BATCH bytes, written by one blocking
+    // task while the next batch fills: a blocking task per frame cost a thread hand-off per
+    // 100–400 KiB, and holding hyper's frames instead of copying them made it allocate (and
+    // fault in) a fresh read buffer for every read. The two buffers live as long as the
+    // worker (`bufs`): allocating them per chunk cost a page fault per 4 KiB again.
+    let mut batch = bufs.pop().unwrap_or_default();
+    batch.clear();
+    batch.reserve(WRITE_BATCH);
+    let mut batch_at = start;
+    let mut spare = bufs.pop();
+    // The write in flight and its length.
+    let mut writing: Option<(async_std::task::JoinHandle<io::Result<Vec<u8>>>, u64)> = None;
+    let received = async {
+        while pos < end {
+            let frame = match timeout(STALL_TIMEOUT, body.frame()).await {
+                Err(_) => return Err(err(format!("{} stalled", src.addr))),
+                Ok(None) => break,
+                Ok(Some(f)) => f.map_err(|e| err(format!("{}: {e}", src.addr)))?,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            // Only the part of the data that falls in [start, end) is ours; parts follow each
+            // other, so a batch is one contiguous range.
+            let at = pos;
+            pos += data.len() as u64;
+            let (lo, hi) = (start.max(at), end.min(pos));
+            if lo >= hi {
+                continue;
+            }
+            let part = &data[(lo - at) as usize..(hi - at) as usize];
+            if !batch.is_empty() && batch.len() + part.len() > WRITE_BATCH {
+                if let Some((w, n)) = writing.take() {
+                    spare = Some(w.await?);
+                    progress.done.fetch_add(n, Ordering::Relaxed);
+                }
+                let mut next = spare
+                    .take()
+                    .unwrap_or_else(|| Vec::with_capacity(WRITE_BATCH));
+                next.clear();
+                let full = std::mem::replace(&mut batch, next);
+                let n = full.len() as u64;
+                writing = Some((write_at(file, full, batch_at), n));
+            }
+            if batch.is_empty() {
+                batch_at = lo;
+            }
+            batch.extend_from_slice(part);
         }
-        pos += dlen;
+        Ok(())
     }
+    .await;
+    // Whatever happened, no write of ours is left running when this returns.
+    if let Some((w, n)) = writing.take() {
+        bufs.push(w.await?);
+        progress.done.fetch_add(n, Ordering::Relaxed);
+    }
+    received?;
+    if !batch.is_empty() {
+        let n = batch.len() as u64;
+        batch = write_at(file, batch, batch_at).await?;
+        progress.done.fetch_add(n, Ordering::Relaxed);
+    }
+    bufs.push(batch);
+    bufs.extend(spare);
     if pos < end {
         return Err(err(format!("{} closed early", src.addr)));
     }
@@ -451,6 +507,8 @@ async fn worker(
     progress: &Progress,
 ) -> Result<(), String> {
     let mut failures = 0;
+    // Write buffers, reused from chunk to chunk.
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
     'connect: loop {
         if failures >= MAX_SOURCE_FAILURES {
             return Err(format!("{} failed {failures} times", src.addr));
@@ -503,7 +561,8 @@ async fn worker(
                         None => async_std::task::sleep(Duration::from_millis(20)).await,
                     }
                 };
-                let fetched = fetch(&mut sender, spec, &src, chunk, &file, progress).await;
+                let fetched =
+                    fetch(&mut sender, spec, &src, chunk, &file, progress, &mut bufs).await;
                 let mut p = plan(&work);
                 p.in_flight -= 1;
                 match fetched {
