@@ -40,6 +40,7 @@ use futures_lite::io::AssertAsync;
 use servent::handshake::driver;
 use servent::handshake::{LocalInfo, Role};
 use servent::net::{Node, NodeConfig};
+use servent::overlay::Rng;
 use servent::wire::vendor::selector;
 use servent::wire::{
     Descriptor, FileIndex, Guid, Hops, Payload, Query, QueryFlags, QueryHit, Results,
@@ -161,26 +162,6 @@ fn num(f: &Fields, k: &str) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Descriptors the peers send.
 
-/// splitmix64, for MUIDs and query words without a syscall each.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn guid(&mut self) -> Guid {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.next().to_le_bytes());
-        b[8..].copy_from_slice(&self.next().to_le_bytes());
-        Guid::from_random(b)
-    }
-}
-
 const WORDS: [&str; 16] = [
     "music  ", "live   ", "album  ", "remix  ", "concert", "acoustc", "version", "mp3    ",
     "ogg    ", "flac   ", "video  ", "trailer", "jazz   ", "piano  ", "guitar ", "drums  ",
@@ -214,7 +195,7 @@ impl QueryMaker {
             template,
             text_at: 23 + 2,
             words,
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             serial: 0,
         }
     }
@@ -226,7 +207,7 @@ impl QueryMaker {
         out.extend_from_slice(&self.template);
         out[at..at + 16].copy_from_slice(&muid.0);
         let mut p = at + self.text_at;
-        let mut r = self.rng.next();
+        let mut r = self.rng.next_u64();
         for _ in 0..self.words {
             out[p..p + 7].copy_from_slice(WORDS[(r & 15) as usize].as_bytes());
             out[p + 7] = b' ';
@@ -863,7 +844,7 @@ fn peers_memory(
     let mut idle: Vec<Peer> = Vec::new();
     let mut writers: Vec<Peer> = Vec::new();
     let mut drains = Vec::new();
-    let mut rng = Rng(0xC0FFEE);
+    let mut rng = Rng::new(0xC0FFEE);
     let ping = Descriptor {
         muid: Guid::random(),
         ttl: Ttl(1),
@@ -920,7 +901,7 @@ fn peers_memory(
             // Into the node: 32 KiB of TTL-1 queries, one MUID per link so that the route
             // table grows by one entry per link, not per query (the rest are duplicates).
             for p in fresh.iter_mut() {
-                let mut q = QueryMaker::new(rng.next(), 60, 1);
+                let mut q = QueryMaker::new(rng.next_u64(), 60, 1);
                 let mut buf = Vec::new();
                 let mut first = None;
                 while buf.len() < WARM_BYTES {
@@ -934,7 +915,7 @@ fn peers_memory(
             // Out of the node: two new links each send 32 KiB of distinct TTL-2 queries,
             // which the node forwards to every other link.
             for p in fresh.iter_mut().take(2) {
-                let mut q = QueryMaker::new(rng.next(), 60, 2);
+                let mut q = QueryMaker::new(rng.next_u64(), 60, 2);
                 let mut sent = 0;
                 while sent < WARM_BYTES {
                     let mut buf = Vec::new();

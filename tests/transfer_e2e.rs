@@ -18,15 +18,7 @@ use servent::transfer::download::{Progress, Source, Spec};
 use servent::wire::{FileIndex, ServentId, Sha1Urn};
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
+    servent::cli::demo::sample(seed, len)
 }
 
 fn share_dir(tag: &str, files: &[(&str, &[u8])]) -> PathBuf {

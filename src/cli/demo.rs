@@ -16,7 +16,8 @@ use crate::wire::Sha1Urn;
 /// Everything the demo waits for must happen within this.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn sample(seed: u64, len: usize) -> Vec<u8> {
+/// Reproducible pseudo-random bytes (a linear congruential generator), for sample files.
+pub fn sample(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed;
     (0..len)
         .map(|_| {

@@ -215,11 +215,16 @@ pub struct ConnSummary {
     pub qrp_slots_set: Option<usize>,
 }
 
-/// Small deterministic generator (splitmix64) for MUIDs.
-struct Rng(u64);
+/// A small deterministic generator (splitmix64): MUIDs without a system call each, and
+/// reproducible runs in the simulator and benchmarks when seeded the same.
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -227,10 +232,16 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn guid(&mut self) -> Guid {
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// A MUID with the 0.6 marks.
+    pub fn guid(&mut self) -> Guid {
         let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.next().to_le_bytes());
-        b[8..].copy_from_slice(&self.next().to_le_bytes());
+        b[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        b[8..].copy_from_slice(&self.next_u64().to_le_bytes());
         Guid::from_random(b)
     }
 }

@@ -11,27 +11,8 @@ use crate::handshake::Role;
 use crate::overlay::{Action, Config, ConnId, ConnInfo, Delivery, Event, Overlay};
 use crate::wire::{Framed, ServentId, frame};
 
-/// A reproducible generator (splitmix64) for topologies and workloads.
-pub struct SimRng(u64);
-
-impl SimRng {
-    pub fn new(seed: u64) -> Self {
-        SimRng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+/// The generator for topologies and workloads: the core's, so one seed reproduces a run.
+pub use crate::overlay::Rng as SimRng;
 
 pub type NodeId = usize;
 
