@@ -316,12 +316,22 @@ fn run(args: RunArgs) -> Result<(), String> {
     scfg.firewalled = args.firewalled.then_some(true);
     async_std::task::block_on(async {
         let s = Servent::start(scfg).await.map_err(|e| e.to_string())?;
+        let status = s.clone();
+        async_std::task::spawn(async move {
+            loop {
+                async_std::task::sleep(STATUS_EVERY).await;
+                log::info!("{}", status.summary());
+            }
+        });
         let _ = stop_rx.recv().await;
         log::info!("stopping: saying goodbye to peers");
         s.shutdown().await;
         Ok(())
     })
 }
+
+/// How often `servent run` says how it is doing.
+const STATUS_EVERY: Duration = Duration::from_secs(300);
 
 /// A short-lived leaf for `search` and `get`.
 fn one_shot(

@@ -323,6 +323,44 @@ impl Servent {
         download::download(&ctx, spec, dir, progress).await
     }
 
+    /// One line on how the servent is doing, for the log.
+    pub fn summary(&self) -> String {
+        let links = self.shared.node.connections();
+        let ups = links
+            .iter()
+            .filter(|c| c.role == crate::handshake::Role::Ultrapeer)
+            .count();
+        let files = self
+            .shared
+            .uploads
+            .library
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let stats = self.shared.node.stats();
+        format!(
+            "{} links ({ups} ultrapeers, {} leaves), sharing {files} files, {} uploads done, \
+             {} MB sent, {} queries routed, {}",
+            links.len(),
+            links.len() - ups,
+            self.shared
+                .uploads
+                .completed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.shared
+                .uploads
+                .bytes_sent
+                .load(std::sync::atomic::Ordering::Relaxed)
+                / 1_000_000,
+            stats.queries_forwarded,
+            if self.firewalled() {
+                "firewalled"
+            } else {
+                "reachable"
+            }
+        )
+    }
+
     pub async fn shutdown(&self) {
         self.shared.node.shutdown().await;
     }

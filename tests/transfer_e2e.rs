@@ -140,6 +140,32 @@ async fn a_shared_file_is_found_by_keyword_and_by_urn_and_downloaded_intact() {
     let path = getter.download(spec, &out, &progress).await.unwrap();
     assert_eq!(path.file_name().unwrap(), "Free Jazz Session.ogg");
     assert_eq!(std::fs::read(&path).unwrap(), data);
+    // The sharer now counts an upload, and its hits say so (QHD "uploaded" flag).
+    assert!(
+        sharer
+            .uploads()
+            .completed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    let again = getter.search("jazz session");
+    let msg = async_std::future::timeout(Duration::from_secs(3), again.hits.recv())
+        .await
+        .expect("answered again")
+        .unwrap();
+    let Ok(servent::wire::Framed::Frame(f)) = servent::wire::frame(&msg) else {
+        panic!("hit does not frame")
+    };
+    let d = servent::wire::Descriptor::decode(&f).unwrap();
+    let servent::wire::Payload::QueryHit(h) = d.payload else {
+        panic!("not a hit")
+    };
+    assert!(h.flags().unwrap().uploaded, "{h:?}");
+    assert!(
+        !sharer.summary().contains(" 0 uploads done"),
+        "{}",
+        sharer.summary()
+    );
     // Nothing partial is left behind.
     let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
     assert_eq!(left.len(), 1);

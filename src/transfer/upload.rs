@@ -95,8 +95,8 @@ impl Drop for Slot {
 pub struct Uploads {
     pub library: Arc<RwLock<Library>>,
     pub slots: Arc<Slots>,
-    /// Uploads finished (whole requested range sent).
-    pub completed: AtomicU64,
+    /// Uploads finished (whole requested range sent); once non-zero, hits say so.
+    pub completed: Arc<AtomicU64>,
     pub bytes_sent: Arc<AtomicU64>,
 }
 
@@ -105,7 +105,7 @@ impl Uploads {
         Arc::new(Uploads {
             library,
             slots: Slots::new(max_slots),
-            completed: AtomicU64::new(0),
+            completed: Arc::new(AtomicU64::new(0)),
             bytes_sent: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -505,7 +505,7 @@ fn file_body(
 ) -> io::Result<Body> {
     use std::os::unix::fs::FileExt;
     let f = Arc::new(std::fs::File::open(&file.path)?);
-    let sent = up.bytes_sent.clone();
+    let sent = (up.bytes_sent.clone(), up.completed.clone());
     let state = (f, start, start + len, slot, sent);
     let stream = futures_lite::stream::unfold(state, |(f, pos, end, slot, sent)| async move {
         if pos >= end {
@@ -534,8 +534,11 @@ fn file_body(
         .await;
         match read {
             Ok(b) => {
-                sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+                sent.0.fetch_add(b.len() as u64, Ordering::Relaxed);
                 let next = pos + b.len() as u64;
+                if next == end {
+                    sent.1.fetch_add(1, Ordering::Relaxed);
+                }
                 Some((Ok(Frame::data(b)), (f, next, end, slot, sent)))
             }
             // End the stream after an error: hyper aborts the connection.
