@@ -29,6 +29,8 @@ const MIN_FILES: &[(&str, usize)] = &[
     ("urn", 3),
     // Run by tests/handshake_transcripts.rs.
     ("handshake", 10),
+    // Run by tests/sim_scenarios.rs.
+    ("scenarios", 5),
     // conformance/qrp-hash.json
     ("", 1),
 ];
