@@ -419,12 +419,11 @@ impl Overlay {
             },
             info.user_agent
         );
-        // What we accept, so the peer knows it may send Hops Flow and connect-back requests.
+        // What we act on, and nothing more: a peer relies on what is listed (a push-proxy or
+        // query-status request to us would otherwise go unanswered).
         let supported = supported_entries(&[
             triple(selector::HOPS_FLOW),
             triple(selector::TCP_CONNECT_BACK),
-            triple(selector::QUERY_STATUS_REQUEST),
-            triple(selector::PUSH_PROXY_REQUEST),
         ]);
         let ms = Descriptor {
             muid: Guid([0; 16]),

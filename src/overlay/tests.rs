@@ -356,3 +356,43 @@ fn dialling_fills_ultrapeer_slots_from_the_host_cache_and_backs_off() {
     assert_eq!(again.len(), 2, "only the two untried hosts");
     assert!(again.iter().all(|a| !dials.contains(a)));
 }
+
+#[test]
+fn messages_supported_lists_only_what_we_act_on() {
+    let now = now0();
+    let mut o = Overlay::new(Config::new(Role::Ultrapeer, ServentId([1; 16])), now);
+    let mut out = Vec::new();
+    o.handle(
+        Event::Connected {
+            id: 1,
+            info: info(2000, Role::Ultrapeer),
+        },
+        now,
+        &mut out,
+    );
+    let listed: Vec<(crate::wire::VendorCode, u16)> = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { msg, .. } if msg[16] == 0x31 => {
+                let Ok(Framed::Frame(f)) = frame(msg) else {
+                    return None;
+                };
+                match Descriptor::decode(&f).ok()?.payload {
+                    Payload::Vendor(VendorMessage {
+                        body: VendorBody::MessagesSupported { messages },
+                        ..
+                    }) => Some(messages.iter().map(|m| (m.vendor, m.selector)).collect()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .expect("Messages Supported is sent on connect");
+    assert_eq!(
+        listed,
+        vec![
+            (crate::wire::VendorCode::BEAR, 4),
+            (crate::wire::VendorCode::BEAR, 7)
+        ]
+    );
+}
