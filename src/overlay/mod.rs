@@ -583,7 +583,7 @@ impl Overlay {
                 );
                 out.push(Action::Close { id, bye: None });
             }
-            Payload::Query(_) => self.on_query(id, frame, now, out),
+            Payload::Query(q) => self.on_query(id, frame, &q, now, out),
             Payload::QueryHit(h) => self.on_hit(id, frame, h.servent, now, out),
             Payload::Push(p) => self.on_push(id, frame, &p, now, out),
             Payload::Qrp(m) => self.on_qrp(id, m, out),
@@ -622,38 +622,13 @@ impl Overlay {
         let peer_listen = conn.info.listen;
         // Replies travel back one hop per hop the ping made, plus one.
         let ttl = Ttl(d.hops.0.saturating_add(1));
-        let wants_hosts = p.ggep.is_some_and(|g| g.get("SCP").is_some());
-        let mut ggep = GgepBuilder::new();
-        if peer_ggep {
-            let up = self.cfg.role == Role::Ultrapeer;
-            let (free_leaves, free_ups) = self.free_slots();
-            let clamp = |n: usize| n.min(255) as u8;
-            ggep.push(
-                "UP",
-                &[
-                    0,
-                    clamp(if up { free_leaves } else { 0 }),
-                    clamp(if up { free_ups } else { 0 }),
-                ],
-                Encoding::default(),
-            )
-            .expect("valid id");
-            let mut vc = crate::wire::VendorCode::SRVT.0.to_vec();
-            vc.push(env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0));
-            ggep.push("VC", &vc, Encoding::default()).expect("valid id");
-            if wants_hosts {
-                let mut ipp = Vec::new();
-                for a in self.hosts.freshest(PONGS_PER_PING, peer_listen) {
-                    crate::wire::types::put_addr_ip_port(&mut ipp, &a);
-                }
-                if !ipp.is_empty() {
-                    ggep.push("IPP", &ipp, Encoding::default())
-                        .expect("valid id");
-                }
-            }
-        }
-        let ggep = ggep.finish();
         if let Some(me) = self.cfg.advertise {
+            let ggep = if peer_ggep {
+                let wants_hosts = p.ggep.is_some_and(|g| g.get("SCP").is_some());
+                self.own_pong_ggep(wants_hosts, peer_listen)
+            } else {
+                Vec::new()
+            };
             let pong = Descriptor {
                 muid: d.muid,
                 ttl,
@@ -692,6 +667,36 @@ impl Overlay {
         }
     }
 
+    /// The GGEP of our own pong: free slots (`UP`), our vendor (`VC`), and packed ultrapeers
+    /// (`IPP`) when the ping asked for them with `SCP`.
+    fn own_pong_ggep(&self, wants_hosts: bool, exclude: Option<SocketAddrV4>) -> Vec<u8> {
+        let mut ggep = GgepBuilder::new();
+        let up = self.cfg.role == Role::Ultrapeer;
+        let (free_leaves, free_ups) = self.free_slots();
+        let clamp = |n: usize| n.min(255) as u8;
+        let slots = [
+            0,
+            clamp(if up { free_leaves } else { 0 }),
+            clamp(if up { free_ups } else { 0 }),
+        ];
+        ggep.push("UP", &slots, Encoding::default())
+            .expect("valid id");
+        let mut vc = crate::wire::VendorCode::SRVT.0.to_vec();
+        vc.push(env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0));
+        ggep.push("VC", &vc, Encoding::default()).expect("valid id");
+        if wants_hosts {
+            let mut ipp = Vec::new();
+            for a in self.hosts.freshest(PONGS_PER_PING, exclude) {
+                crate::wire::types::put_addr_ip_port(&mut ipp, &a);
+            }
+            if !ipp.is_empty() {
+                ggep.push("IPP", &ipp, Encoding::default())
+                    .expect("valid id");
+            }
+        }
+        ggep.finish()
+    }
+
     fn on_pong(&mut self, id: ConnId, d: &Descriptor<'_>, p: Pong<'_>, now: Instant) {
         let conn = self.conns.get_mut(&id).expect("checked by on_frame");
         if conn.alive_muid == Some(d.muid) {
@@ -707,7 +712,14 @@ impl Overlay {
         }
     }
 
-    fn on_query(&mut self, id: ConnId, frame: &Frame<'_>, now: Instant, out: &mut Vec<Action>) {
+    fn on_query(
+        &mut self,
+        id: ConnId,
+        frame: &Frame<'_>,
+        q: &crate::wire::Query<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let h = frame.header;
         let from_leaf = self.conns[&id].info.role == Role::Leaf;
         if from_leaf && h.hops.0 != 0 {
@@ -739,7 +751,7 @@ impl Overlay {
         if self.cfg.role == Role::Leaf {
             return;
         }
-        self.pass_to_leaves(id, frame, out);
+        self.pass_to_leaves(id, frame, q, out);
         // Trim to our horizon, then spend one hop.
         let ttl = h.ttl.0.min(self.cfg.max_ttl.saturating_sub(h.hops.0));
         let Some(fwd_ttl) = ttl.checked_sub(1).filter(|t| *t > 0) else {
@@ -763,7 +775,13 @@ impl Overlay {
     /// Passes a query to the leaves whose QRP tables match it, whatever its TTL (PROTOCOL.md §6:
     /// an ultrapeer delivers to its leaves after decrementing, even to 0). Never back to the
     /// leaf it came from, never to a leaf that has sent no table.
-    fn pass_to_leaves(&mut self, from: ConnId, frame: &Frame<'_>, out: &mut Vec<Action>) {
+    fn pass_to_leaves(
+        &mut self,
+        from: ConnId,
+        frame: &Frame<'_>,
+        q: &crate::wire::Query<'_>,
+        out: &mut Vec<Action>,
+    ) {
         // Extracting keywords costs Unicode normalisation: skip it when no leaf could match.
         let any_table = self
             .conns
@@ -772,10 +790,7 @@ impl Overlay {
         if !any_table {
             return;
         }
-        let Ok(q) = crate::wire::Query::decode(frame.payload) else {
-            return;
-        };
-        let keys = QueryKeys::of(&q);
+        let keys = QueryKeys::of(q);
         if keys.is_empty() {
             return;
         }
