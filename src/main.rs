@@ -11,7 +11,6 @@ use servent::handshake::Role;
 use servent::net::bootstrap::Service;
 use servent::net::{NodeConfig, store};
 use servent::servent::{Servent, ServentConfig};
-use servent::transfer::download::Spec;
 use servent::wire::{self, Descriptor, Framed};
 use std::time::Duration;
 
@@ -401,22 +400,19 @@ fn get(args: GetArgs) -> Result<(), String> {
         eprintln!("looking for sources of {urn}…");
         let search = s.search_urn(&urn);
         let groups = cli::search::collect(&s, search, Duration::from_secs(args.wait), |_| {}).await;
-        let Some(g) = groups.0.into_iter().find(|g| g.urn == urn) else {
+        let Some(mut spec) = groups.0.into_iter().find(|g| g.urn == urn) else {
             s.shutdown().await;
             return Err(format!("no source found for {urn}"));
         };
         eprintln!(
             "{} sources for {} ({})",
-            g.sources.len(),
-            g.name,
-            cli::search::human(g.size)
+            spec.sources.len(),
+            spec.name,
+            cli::search::human(spec.size)
         );
-        let spec = Spec {
-            urn,
-            size: g.size,
-            name: name.unwrap_or(g.name),
-            sources: g.sources,
-        };
+        if let Some(n) = name {
+            spec.name = n;
+        }
         let r = cli::search::download_with_progress(&s, spec, &out, &mut err).await;
         s.shutdown().await;
         let path = r?;

@@ -65,23 +65,29 @@ pub fn found_in_hit(msg: &[u8]) -> Vec<Found> {
         .collect()
 }
 
+/// Adds a found result to `specs`, grouped by SHA-1 with one source per servent. Returns true
+/// when it is a file not seen before.
+pub fn add_found(specs: &mut Vec<Spec>, f: Found) -> bool {
+    if let Some(s) = specs.iter_mut().find(|s| s.urn == f.urn) {
+        if !s.sources.iter().any(|x| x.servent == f.source.servent) {
+            s.sources.push(f.source);
+        }
+        return false;
+    }
+    specs.push(Spec {
+        urn: f.urn,
+        size: f.size,
+        name: f.name,
+        sources: vec![f.source],
+    });
+    true
+}
+
 /// Groups found results by SHA-1 into download specs, one source per servent.
 pub fn specs(found: &[Found]) -> Vec<Spec> {
-    let mut by: Vec<Spec> = Vec::new();
+    let mut by = Vec::new();
     for f in found {
-        match by.iter_mut().find(|s| s.urn == f.urn) {
-            Some(s) => {
-                if !s.sources.iter().any(|x| x.servent == f.source.servent) {
-                    s.sources.push(f.source.clone());
-                }
-            }
-            None => by.push(Spec {
-                urn: f.urn,
-                size: f.size,
-                name: f.name.clone(),
-                sources: vec![f.source.clone()],
-            }),
-        }
+        add_found(&mut by, f.clone());
     }
     by
 }

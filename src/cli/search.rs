@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-use crate::servent::{Found, Search, Servent, found_in_hit};
-use crate::transfer::download::{Progress, Source, Spec};
+use crate::servent::{Found, Search, Servent, add_found, found_in_hit};
+use crate::transfer::download::{Progress, Spec};
 use crate::wire::Sha1Urn;
 
 /// How long a one-shot servent waits for its first ultrapeer.
@@ -16,39 +14,19 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long it then waits for the ultrapeer's connect-back that proves it reachable.
 pub const CONNECT_BACK_WAIT: Duration = Duration::from_secs(3);
 
-/// Results grouped by file.
-#[derive(Debug, Clone, Serialize)]
-pub struct Group {
-    pub urn: Sha1Urn,
-    pub size: u64,
-    pub name: String,
-    pub sources: Vec<Source>,
-}
-
+/// Results grouped by file: one download spec per SHA-1, one source per servent.
 #[derive(Default)]
-pub struct Groups(pub Vec<Group>);
+pub struct Groups(pub Vec<Spec>);
 
 impl Groups {
     /// Adds a result; returns true when it is a file not seen before.
     pub fn add(&mut self, f: Found) -> bool {
-        if let Some(g) = self.0.iter_mut().find(|g| g.urn == f.urn) {
-            if !g.sources.iter().any(|s| s.servent == f.source.servent) {
-                g.sources.push(f.source);
-            }
-            return false;
-        }
-        self.0.push(Group {
-            urn: f.urn,
-            size: f.size,
-            name: f.name,
-            sources: vec![f.source],
-        });
-        true
+        add_found(&mut self.0, f)
     }
 
     /// Most sources first, then by name.
-    pub fn sorted(&self) -> Vec<&Group> {
-        let mut v: Vec<&Group> = self.0.iter().collect();
+    pub fn sorted(&self) -> Vec<&Spec> {
+        let mut v: Vec<&Spec> = self.0.iter().collect();
         v.sort_by(|a, b| {
             b.sources
                 .len()
@@ -107,7 +85,7 @@ pub async fn collect(
     s: &Servent,
     search: Search,
     wait: Duration,
-    mut each: impl FnMut(&Group),
+    mut each: impl FnMut(&Spec),
 ) -> Groups {
     let mut groups = Groups::default();
     let end = Instant::now() + wait;
