@@ -253,6 +253,29 @@ async fn two_sources_share_the_work_and_one_dying_does_not_stop_the_download() {
     assert_eq!(sha1_of(&path), Sha1Urn::digest(&data));
 }
 
+/// Reads one request's head for the stand-in sources below: `None` when the client went
+/// away, else the inclusive byte range of its `Range` header, if it sent one.
+async fn read_range(s: &mut TcpStream, buf: &mut [u8]) -> Option<Option<(u64, u64)>> {
+    let mut req = Vec::new();
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(buf).await {
+            Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&req).to_string();
+    Some(
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("range")
+                    .then(|| v.trim().strip_prefix("bytes="))?
+            })
+            .and_then(|r| r.split_once('-'))
+            .map(|(a, b)| (a.parse().unwrap(), b.trim().parse().unwrap())),
+    )
+}
+
 /// Serves wrong bytes for any request, like a broken or malicious source.
 async fn liar(len: u64) -> SocketAddrV4 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -265,24 +288,10 @@ async fn liar(len: u64) -> SocketAddrV4 {
             async_std::task::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 loop {
-                    let mut req = Vec::new();
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
-                            _ => return,
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&req).to_string();
-                    let range = text
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("range")
-                                .then(|| v.trim().strip_prefix("bytes="))?
-                        })
-                        .and_then(|r| r.split_once('-'))
-                        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.trim().parse::<u64>().unwrap()))
-                        .unwrap_or((0, len - 1));
+                    let Some(range) = read_range(&mut s, &mut buf).await else {
+                        return;
+                    };
+                    let range = range.unwrap_or((0, len - 1));
                     let body = vec![0xEEu8; (range.1 - range.0 + 1) as usize];
                     let head = format!(
                         "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
@@ -589,24 +598,9 @@ async fn partial_source(
             async_std::task::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 loop {
-                    let mut req = Vec::new();
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
-                            _ => return,
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&req).to_string();
-                    let (a, b) = text
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("range")
-                                .then(|| v.trim().strip_prefix("bytes="))?
-                        })
-                        .and_then(|r| r.split_once('-'))
-                        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.trim().parse::<u64>().unwrap()))
-                        .unwrap();
+                    let Some(Some((a, b))) = read_range(&mut s, &mut buf).await else {
+                        return;
+                    };
                     let avail = format!("X-Available-Ranges: bytes 0-{}\r\n", have - 1);
                     let ok = if b < have {
                         let body = &data[a as usize..=b as usize];

@@ -272,10 +272,7 @@ pub fn resolve_range(r: Range, size: u64) -> Option<(u64, u64)> {
             (a <= end).then_some((a, end))
         }
         Range::Last(0) => None,
-        Range::Last(n) if size == 0 => {
-            let _ = n;
-            None
-        }
+        Range::Last(_) if size == 0 => None,
         Range::Last(n) => Some((size.saturating_sub(n), size - 1)),
     }
 }
