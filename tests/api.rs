@@ -700,3 +700,357 @@ async fn metrics_are_prometheus_text() {
     assert!(samples.contains_key("servent_downloads{state=\"done\"}"));
     assert!(samples.contains_key("servent_uploads_active"));
 }
+
+/// The binary with a clean environment: no settings file of the person running the tests, no
+/// `SERVENT_` variables of theirs.
+fn bin(config_home: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_servent"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SERVENT_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("XDG_CONFIG_HOME", config_home)
+        .env("HOME", config_home)
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn line_for<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+#[test]
+fn settings_come_from_flag_then_environment_then_file_then_default() {
+    let home = temp_dir("cfg-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let file = home.join("servent.toml");
+    std::fs::write(
+        &file,
+        "# a comment\nmax_peers = 10\nmax_leaves = 11\nrole = \"ultrapeer\"\nupload_slots = 2\n",
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)], flags: &[&str]| {
+        let mut c = bin(&home);
+        c.args(["run", "--check-config", "--config", file.to_str().unwrap()]);
+        c.args(flags);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let f = file.display().to_string();
+    let only_file = run(&[], &[]);
+    assert_eq!(
+        line_for(&only_file, "max_peers"),
+        format!("max_peers = 10  # file {f}")
+    );
+    assert_eq!(
+        line_for(&only_file, "role"),
+        format!("role = \"ultrapeer\"  # file {f}")
+    );
+    assert_eq!(
+        line_for(&only_file, "compress"),
+        "compress = true  # default"
+    );
+    assert_eq!(
+        line_for(&only_file, "api"),
+        "api = \"127.0.0.1:6347\"  # default"
+    );
+    let env = [("SERVENT_MAX_PEERS", "20"), ("SERVENT_COMPRESS", "false")];
+    let with_env = run(&env, &[]);
+    assert_eq!(
+        line_for(&with_env, "max_peers"),
+        "max_peers = 20  # environment SERVENT_MAX_PEERS"
+    );
+    assert_eq!(
+        line_for(&with_env, "compress"),
+        "compress = false  # environment SERVENT_COMPRESS"
+    );
+    assert_eq!(
+        line_for(&with_env, "max_leaves"),
+        format!("max_leaves = 11  # file {f}")
+    );
+    let with_flag = run(
+        &env,
+        &["--max-peers", "30", "--api", "off", "--role", "leaf"],
+    );
+    assert_eq!(line_for(&with_flag, "max_peers"), "max_peers = 30  # flag");
+    assert_eq!(line_for(&with_flag, "api"), "api = \"off\"  # flag");
+    assert_eq!(line_for(&with_flag, "role"), "role = \"leaf\"  # flag");
+    assert_eq!(
+        line_for(&with_flag, "compress"),
+        "compress = false  # environment SERVENT_COMPRESS"
+    );
+    assert_eq!(
+        line_for(&with_flag, "upload_slots"),
+        format!("upload_slots = 2  # file {f}")
+    );
+
+    // The default file is read when present.
+    let dir = home.join("servent");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), "max_leaves = 5\n").unwrap();
+    let out = bin(&home).args(["run", "--check-config"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line_for(&text, "max_leaves").starts_with("max_leaves = 5  # file "),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_settings_are_refused_with_file_and_line() {
+    let home = temp_dir("cfg-bad");
+    std::fs::create_dir_all(&home).unwrap();
+    let check = |text: &str, env: &[(&str, &str)]| {
+        let file = home.join("bad.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut c = bin(&home);
+        c.args(["run", "--check-config", "--config", file.to_str().unwrap()]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(out.stdout.is_empty());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let typo = check("max_peers = 3\nlisen = \"127.0.0.1:1\"\n", &[]);
+    assert!(typo.contains("bad.toml"), "{typo}");
+    assert!(typo.contains("line 2"), "{typo}");
+    assert!(typo.contains("unknown field `lisen`"), "{typo}");
+    let value = check("\nlisten = \"nowhere\"\n", &[]);
+    assert!(value.contains("bad.toml:2: listen"), "{value}");
+    assert!(value.contains("not an IPv4 address"), "{value}");
+    let kind = check("max_peers = \"many\"\n", &[]);
+    assert!(kind.contains("line 1"), "{kind}");
+    let env = check("", &[("SERVENT_UPLOAD_SLOTS", "0")]);
+    assert!(env.contains("SERVENT_UPLOAD_SLOTS"), "{env}");
+    let unknown_env = check("", &[("SERVENT_LISEN", "x")]);
+    assert!(unknown_env.contains("no such setting"), "{unknown_env}");
+    // A settings file that was asked for must exist.
+    let out = bin(&home)
+        .args([
+            "run",
+            "--check-config",
+            "--config",
+            "/nonexistent/servent.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/servent.toml"));
+}
+
+#[test]
+fn client_commands_say_when_no_servent_runs() {
+    let home = temp_dir("cli-none");
+    std::fs::create_dir_all(&home).unwrap();
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = format!("127.0.0.1:{port}");
+    for cmd in [
+        &["status"][..],
+        &["downloads"],
+        &["peers"],
+        &["peers", "--connect", "127.0.0.1:9"],
+    ] {
+        let out = bin(&home)
+            .args(cmd)
+            .args(["--api", &api, "--data-dir", home.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "no servent is running at {api}; start one with `servent run`"
+            )),
+            "{cmd:?}: {err}"
+        );
+    }
+}
+
+/// Stops the daemon child when the test ends, however it ends.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[async_std::test]
+async fn the_cli_talks_to_a_running_daemon() {
+    use std::io::BufRead;
+    let data = servent::cli::demo::sample(11, 300_000);
+    let urn = Sha1Urn::digest(&data).to_string();
+    let share = share_dir("cli-api-share", &[("Blue Train.ogg", &data)]);
+    let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("cli-api-up"));
+    n.role = Role::Ultrapeer;
+    n.accept_private = true;
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = vec![share];
+    cfg.firewalled = Some(false);
+    let up = Servent::start(cfg).await.unwrap();
+
+    let home = temp_dir("cli-api-home");
+    let data_dir = home.join("data");
+    let dl = home.join("dl");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut child = bin(&home)
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--no-bootstrap",
+            "--peer",
+            &up.node().listen_addr().to_string(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--download-dir",
+            dl.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _daemon = Daemon(child);
+    let first = async_std::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await;
+    let url = first
+        .trim()
+        .strip_prefix("open http://")
+        .unwrap_or_else(|| panic!("the page address first: {first:?}"));
+    let (api, token) = url.split_once("/#token=").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(data_dir.join("api-token"))
+            .unwrap()
+            .trim(),
+        token
+    );
+    let cli = |args: Vec<String>| {
+        let home = home.clone();
+        let api = api.to_string();
+        let dd = data_dir.to_str().unwrap().to_string();
+        async_std::task::spawn_blocking(move || {
+            bin(&home)
+                .args(&args)
+                .args(["--api", &api, "--data-dir", &dd])
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // Wait for the daemon to join the ultrapeer (which answers queries from its own share).
+    let mut linked = false;
+    for _ in 0..200 {
+        let out = cli(args(&["peers", "--json"])).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v.as_array().is_some_and(|a| a.len() == 1) {
+            assert_eq!(v[0]["peer"], up.node().listen_addr().to_string());
+            linked = true;
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(linked, "the daemon joined the ultrapeer");
+
+    let out = cli(args(&["status", "--json"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"]["role"], "leaf");
+    assert_eq!(v["status"]["api"], api);
+    assert_eq!(v["connections"].as_array().unwrap().len(), 1);
+    let text = cli(args(&["status"])).await;
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("as a leaf"), "{text}");
+    assert!(
+        text.contains(&up.node().listen_addr().to_string()),
+        "{text}"
+    );
+
+    // get through the daemon: the file lands in the daemon's download folder.
+    let out = cli(args(&["get", &urn])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(PathBuf::from(path.trim()), dl.join("Blue Train.ogg"));
+    assert_eq!(std::fs::read(dl.join("Blue Train.ogg")).unwrap(), data);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("added to the running servent"), "{err}");
+
+    let out = cli(args(&["downloads", "--json"])).await;
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "done");
+    assert_eq!(v[0]["urn"], urn);
+    let table = String::from_utf8(cli(args(&["downloads"])).await.stdout).unwrap();
+    assert!(
+        table.contains("done") && table.contains("Blue Train.ogg"),
+        "{table}"
+    );
+
+    // search through the daemon.
+    let out = cli(args(&["search", "blue train", "--wait", "3", "--json"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["urn"], urn, "{v}");
+    assert_eq!(v[0]["name"], "Blue Train.ogg");
+
+    // peers --disconnect says Bye to the link.
+    let id = {
+        let out = cli(args(&["peers", "--json"])).await;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["id"].as_u64().unwrap()
+    };
+    let out = cli(args(&["peers", "--disconnect", &id.to_string()])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("disconnected {id}")
+    );
+}

@@ -23,6 +23,11 @@ use crate::servent::Servent;
 use downloads::Downloads;
 use searches::Searches;
 
+/// The address to reach an API bound to `bound` (loopback when bound to all interfaces).
+pub fn server_addr(bound: SocketAddr) -> SocketAddr {
+    server::display_addr(bound)
+}
+
 /// What the API needs besides the servent.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {

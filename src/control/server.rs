@@ -93,6 +93,11 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         "{\"urn\"}, {\"magnet\"} or {\"search\":id,\"urn\"}: start a download",
     ),
     ("GET", "/api/downloads", "the downloads and their progress"),
+    (
+        "GET",
+        "/api/downloads/{id}",
+        "one download and its progress",
+    ),
     ("POST", "/api/downloads/{id}/pause", "pause a download"),
     (
         "POST",
