@@ -429,6 +429,20 @@ async fn a_search_streams_a_file_from_another_node_and_downloads_complete() {
         sharer.node().servent().to_hex()
     );
 
+    // Readers that go away free their place: more come and go than may read at once.
+    for _ in 0..(servent::control::searches::MAX_READERS * 2) {
+        let mut got = 0;
+        let once = c.stream(&stream_path, |_| {
+            got += 1;
+            false
+        });
+        async_std::future::timeout(Duration::from_secs(10), once)
+            .await
+            .expect("the known files come at once")
+            .unwrap();
+        assert_eq!(got, 1);
+    }
+
     let list = c.get("/api/searches").await.unwrap();
     assert_eq!(
         shape(&list),
