@@ -180,6 +180,9 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Stats {
     pub received: u64,
+    /// Queries handed to the local servent to answer (a leaf sees here what its table let
+    /// through).
+    pub queries_delivered: u64,
     pub queries_forwarded: u64,
     pub duplicates: u64,
     pub dropped_ttl: u64,
@@ -759,6 +762,7 @@ impl Overlay {
             self.stats.duplicates += 1;
             return;
         }
+        self.stats.queries_delivered += 1;
         out.push(Action::Deliver(Delivery::Query {
             from: id,
             msg: whole(frame),
