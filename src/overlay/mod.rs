@@ -10,6 +10,7 @@
 
 pub mod hosts;
 pub mod queue;
+pub mod reputation;
 pub mod routes;
 pub mod upqrp;
 
@@ -30,6 +31,7 @@ use crate::wire::{
 };
 
 pub use hosts::{HostCache, HostEntry};
+pub use reputation::{Observation, RoleMode, Score, Thresholds};
 pub use routes::{PushRoutes, RouteTable, Source};
 
 /// A link's identity. Never reused within a run, so a stale route cannot reach a new link.
@@ -79,6 +81,10 @@ pub struct Config {
     pub seed: u64,
     /// How often an ultrapeer re-checks its merged QRP table for neighbour ultrapeers.
     pub up_qrp_interval: Duration,
+    /// Switch between leaf and ultrapeer by reputation (`--role auto`); off when the user
+    /// fixed the role.
+    pub auto_role: bool,
+    pub thresholds: Thresholds,
 }
 
 impl Config {
@@ -98,6 +104,8 @@ impl Config {
             shared: (0, 0),
             seed: u64::from_le_bytes(servent.0[..8].try_into().expect("16 bytes")),
             up_qrp_interval: upqrp::UP_QRP_INTERVAL,
+            auto_role: false,
+            thresholds: Thresholds::default(),
         }
     }
 }
@@ -144,6 +152,8 @@ pub enum Event<'a> {
         ultrapeer: bool,
         pinned: bool,
     },
+    /// Something bearing on our reputation (reachability, uploads, the overlay's needs).
+    Observed(Observation),
     Tick,
 }
 
@@ -174,6 +184,11 @@ pub enum Action {
     },
     Dial(SocketAddrV4),
     Deliver(Delivery),
+    /// We switched role; the shell announces the new one in later handshakes.
+    RoleChanged {
+        role: Role,
+        reason: String,
+    },
 }
 
 /// Counters a person can read in `servent status` and the logs.
@@ -270,6 +285,7 @@ pub struct Overlay {
     rng: Rng,
     stats: Stats,
     started: Instant,
+    reputation: reputation::Reputation,
 }
 
 /// A copy of `frame` with new TTL and hops, ready to share between links.
@@ -295,6 +311,7 @@ impl Overlay {
     pub fn new(cfg: Config, now: Instant) -> Self {
         let hosts = HostCache::new(hosts::HOST_CAPACITY, cfg.accept_private);
         let rng = Rng(cfg.seed);
+        let reputation = reputation::Reputation::new(cfg.thresholds.clone(), now);
         Overlay {
             cfg,
             local_table: None,
@@ -307,6 +324,7 @@ impl Overlay {
             rng,
             stats: Stats::default(),
             started: now,
+            reputation,
         }
     }
 
@@ -393,7 +411,7 @@ impl Overlay {
     pub fn handle(&mut self, ev: Event<'_>, now: Instant, out: &mut Vec<Action>) {
         match ev {
             Event::Connected { id, info } => self.on_connected(id, info, now, out),
-            Event::Closed { id } => self.on_closed(id),
+            Event::Closed { id } => self.on_closed(id, now),
             Event::Frame { id, frame } => self.on_frame(id, &frame, now, out),
             Event::DialFailed { addr, try_hosts } => {
                 self.dialing.remove(&addr);
@@ -411,6 +429,7 @@ impl Overlay {
                     self.hosts.add(a, ultrapeer, pinned, now);
                 }
             }
+            Event::Observed(o) => self.reputation.observe(o, now),
             Event::Tick => self.on_tick(now, out),
         }
     }
@@ -538,12 +557,14 @@ impl Overlay {
         }
     }
 
-    fn on_closed(&mut self, id: ConnId) {
+    fn on_closed(&mut self, id: ConnId, now: Instant) {
         if let Some(c) = self.conns.remove(&id) {
             info!("disconnected from {} ({})", c.info.addr, c.info.role);
             let leaf_table =
                 c.info.role == Role::Leaf && c.qrp.as_ref().and_then(QrpReceiver::table).is_some();
             self.up_qrp_closed(id, leaf_table);
+            self.reputation
+                .link_ended(now.saturating_duration_since(c.connected_at));
         }
         self.routes.forget_conn(id);
         self.push_routes.forget_conn(id);
@@ -991,8 +1012,76 @@ impl Overlay {
                 msg: ping.to_vec().into(),
             });
         }
+        if self.cfg.auto_role {
+            self.consider_role(now, out);
+        }
         self.dial_more(now, out);
         self.up_qrp_tick(now, out);
+    }
+
+    fn link_ages(&self, now: Instant) -> Vec<Duration> {
+        self.conns
+            .values()
+            .map(|c| now.saturating_duration_since(c.connected_at))
+            .collect()
+    }
+
+    /// Our reputation and its parts, in words.
+    pub fn reputation(&self, now: Instant) -> Score {
+        self.reputation
+            .score(now, &self.link_ages(now), self.cfg.role)
+    }
+
+    fn consider_role(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let links = self.link_ages(now);
+        let ups = self.connection_count(Role::Ultrapeer);
+        let leaves = self.connection_count(Role::Leaf);
+        let want = match self.cfg.role {
+            Role::Leaf => self.cfg.want_ultrapeers,
+            Role::Ultrapeer => 0,
+        };
+        if let Some(s) = self
+            .reputation
+            .decide(now, self.cfg.role, &links, ups, want, leaves)
+        {
+            self.switch_role(s.to, s.reason, now, out);
+        }
+    }
+
+    /// Takes a new role as gtk-gnutella does (`node_set_current_peermode`): a leaf becoming an
+    /// ultrapeer leaves its ultrapeers (they hold it as a leaf) and dials again as an
+    /// ultrapeer; an ultrapeer becoming a leaf leaves everyone. Bye 203 either way.
+    pub fn switch_role(&mut self, to: Role, reason: String, now: Instant, out: &mut Vec<Action>) {
+        if to == self.cfg.role {
+            return;
+        }
+        let (close_all, why) = match to {
+            Role::Ultrapeer => (false, "Becoming an ultra node"),
+            Role::Leaf => (true, "Becoming a leaf node"),
+        };
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| close_all || c.info.role == Role::Ultrapeer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            out.push(Action::Close {
+                id,
+                bye: bye(bye_code::ROLE_CHANGE, why),
+            });
+        }
+        let fresh = Config::new(to, self.cfg.servent);
+        self.hosts.retry_all(now);
+        self.cfg.role = to;
+        self.up_qrp_role_changed();
+        self.cfg.want_ultrapeers = fresh.want_ultrapeers;
+        self.cfg.alive_unanswered = fresh.alive_unanswered;
+        match to {
+            Role::Ultrapeer => info!("promoted to ultrapeer: {reason}"),
+            Role::Leaf => info!("now a leaf: {reason}"),
+        }
+        out.push(Action::RoleChanged { role: to, reason });
     }
 
     fn dial_more(&mut self, now: Instant, out: &mut Vec<Action>) {

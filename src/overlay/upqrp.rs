@@ -92,6 +92,15 @@ impl Overlay {
         }
     }
 
+    /// A new role: whatever we merged before is stale (the links it was sent on are closing),
+    /// so an ultrapeer starts over from its current table and leaves.
+    pub(super) fn up_qrp_role_changed(&mut self) {
+        self.upqrp = UpQrp {
+            dirty: true,
+            ..UpQrp::default()
+        };
+    }
+
     pub(super) fn up_qrp_closed(&mut self, id: ConnId, was_leaf_with_table: bool) {
         self.upqrp.sent.remove(&id);
         if was_leaf_with_table {
@@ -465,6 +474,21 @@ mod tests {
         let mut out = Vec::new();
         o.search(b"\x00\x80other words\x00", 2, now, &mut out);
         assert_eq!(queries_sent(&out).len(), 5, "TTL 2 goes to every ultrapeer");
+    }
+
+    #[test]
+    fn a_leaf_promoted_to_ultrapeer_sends_its_table_to_up_qrp_neighbours() {
+        let now = Instant::now();
+        let mut cfg = Config::new(Role::Leaf, ServentId([0xAA; 16]));
+        cfg.accept_private = true;
+        let mut o = Overlay::new(cfg, now);
+        o.set_local_table(table(16, &["alpha"]), &mut Vec::new());
+        assert!(o.merged_table().is_none(), "a leaf merges nothing");
+        o.switch_role(Role::Ultrapeer, "test".into(), now, &mut Vec::new());
+        let out = connect(&mut o, 1, info(1001, Role::Ultrapeer, true), now);
+        let mut rx = QrpReceiver::new();
+        assert!(apply(&mut rx, &qrp_to(&out, 1)));
+        assert!(rx.table().unwrap().contains_word("alpha"));
     }
 
     #[test]
