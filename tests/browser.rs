@@ -1,0 +1,409 @@
+//! The web page in a real browser: headless Chromium, driven through ChromeDriver's WebDriver
+//! HTTP protocol, against servents on 127.0.0.1. A person's path through the page is replayed:
+//! open the link with the token, search, see results arrive, click Download, watch the
+//! progress reach 100 %, and the file's bytes on disk are compared with the shared file's.
+//! Screenshots at phone and desktop widths go to `$CARGO_TARGET_TMPDIR/browser/`.
+//!
+//! Without /usr/bin/chromedriver the test says it skips, unless `SERVENT_BROWSER_TEST=require`
+//! (set by CI), where a missing browser is a failure.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Every wait in this test polls until this much time has passed; it is a bound on a broken
+/// run, not a speed requirement (a loaded 2-core CI machine may be slow to start Chromium).
+const DEADLINE: Duration = Duration::from_secs(90);
+/// The W3C WebDriver element key.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// Where this test's screenshots and the ChromeDriver log go.
+fn out_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&d).expect("output folder");
+    d
+}
+
+/// True when the browser is there; otherwise skips (false) or fails when CI requires it.
+fn browser_available() -> bool {
+    if Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    let required = std::env::var("SERVENT_BROWSER_TEST").is_ok_and(|v| v == "require");
+    assert!(
+        !required,
+        "SERVENT_BROWSER_TEST=require but {CHROMEDRIVER} or {CHROMIUM} is missing: \
+         install them with `apt-get install -y chromium chromium-driver`"
+    );
+    eprintln!(
+        "skipping the browser test: {CHROMEDRIVER} or {CHROMIUM} is missing \
+         (apt-get install -y chromium chromium-driver; SERVENT_BROWSER_TEST=require makes this a failure)"
+    );
+    false
+}
+
+// --- WebDriver over HTTP ----------------------------------------------------------------
+
+/// A ChromeDriver process and one browser session. Dropping it ends the session (Chromium
+/// quits), kills ChromeDriver and any Chromium left behind, and removes the profile folder,
+/// also when the test fails half-way.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    agent: ureq::Agent,
+    profile: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            // WebDriver errors come as JSON with 4xx/5xx; we read them rather than lose them.
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let profile = common::temp_dir("chromium-profile");
+        std::fs::create_dir_all(&profile).expect("profile folder");
+        // The port is free when asked; if another process takes it first, ChromeDriver exits
+        // and we try another.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let log = out_dir().join("chromedriver.log");
+            let driver = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts");
+            let base = format!("http://127.0.0.1:{port}");
+            let mut b = Browser {
+                driver,
+                base,
+                session: String::new(),
+                agent: agent.clone(),
+                profile: profile.clone(),
+            };
+            if !b.driver_ready() {
+                last = format!("chromedriver on port {port} never became ready");
+                continue; // Drop kills it.
+            }
+            match b.new_session() {
+                Ok(id) => {
+                    b.session = id;
+                    return b;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start a browser session: {last}");
+    }
+
+    fn driver_ready(&mut self) -> bool {
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.driver.try_wait() {
+                return false;
+            }
+            if let Ok(v) = self.raw("GET", "/status", None)
+                && v["value"]["ready"] == json!(true)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn new_session(&self) -> Result<String, String> {
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1440,1000",
+            &format!("--user-data-dir={}", self.profile.display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        }}});
+        let v = self.raw("POST", "/session", Some(caps))?;
+        v["value"]["sessionId"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no session: {v}"))
+    }
+
+    /// One WebDriver request; the JSON answer, or the error it carries in words.
+    fn raw(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            (_, body) => self
+                .agent
+                .post(&url)
+                .content_type("application/json")
+                .send(body.unwrap_or_else(|| json!({})).to_string()),
+        };
+        let mut resp = resp.map_err(|e| format!("{method} {path}: {e}"))?;
+        let status = resp.status();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{method} {path}: {e}: {text}"))?;
+        if !status.is_success() {
+            return Err(format!("{method} {path}: {status}: {}", v["value"]));
+        }
+        Ok(v)
+    }
+
+    /// A command in this session; panics with WebDriver's words on failure.
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        match self.raw(method, &path, body) {
+            Ok(mut v) => v["value"].take(),
+            Err(e) => panic!("WebDriver: {e}"),
+        }
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn resize(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
+    /// The elements matching a CSS selector now (maybe none).
+    fn find_all(&self, css: &str) -> Vec<String> {
+        let v = self.cmd(
+            "POST",
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e[ELEMENT].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits for the first element matching `css`.
+    fn find(&self, css: &str) -> String {
+        wait_for(&format!("an element matching {css}"), || {
+            self.find_all(css).into_iter().next()
+        })
+    }
+
+    fn click(&self, el: &str) {
+        self.cmd("POST", &format!("/element/{el}/click"), Some(json!({})));
+    }
+
+    fn type_into(&self, el: &str, text: &str) {
+        self.cmd(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    fn text(&self, el: &str) -> String {
+        self.cmd("GET", &format!("/element/{el}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn displayed(&self, el: &str) -> bool {
+        self.cmd("GET", &format!("/element/{el}/displayed"), None) == json!(true)
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) in the page, returns its value.
+    fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    /// Saves a PNG of the viewport to the output folder; returns its path.
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let b64 = self.cmd("GET", "/screenshot", None);
+        let png = data_encoding::BASE64
+            .decode(b64.as_str().expect("base64 screenshot").as_bytes())
+            .expect("valid base64");
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+        let p = out_dir().join(format!("{name}.png"));
+        std::fs::write(&p, png).expect("screenshot written");
+        eprintln!("screenshot: {}", p.display());
+        p
+    }
+
+    /// Sets the window to `width` and tall enough for the whole page, then takes a screenshot.
+    fn full_screenshot(&self, name: &str, width: u32) -> PathBuf {
+        self.resize(width, 900);
+        let h = self
+            .js(
+                "return Math.ceil(document.documentElement.scrollHeight);",
+                json!([]),
+            )
+            .as_u64()
+            .unwrap_or(900)
+            .clamp(600, 4000);
+        self.resize(width, h as u32);
+        self.screenshot(name)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let path = format!("/session/{}", self.session);
+            let _ = self.raw("DELETE", &path, None);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        kill_left_behind(&self.profile);
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Kills, by process id, any Chromium process still using our own profile folder (one that
+/// outlived its ChromeDriver because the session could not be ended).
+fn kill_left_behind(profile: &Path) {
+    let marker = format!("--user-data-dir={}", profile.display());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == marker.as_bytes())
+        {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+/// Polls `f` until it gives a value, within [`DEADLINE`].
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// --- the page served alone (the harness's own check) -------------------------------------
+
+/// Serves the three page files on 127.0.0.1 from a thread, for the sign-in check, which needs
+/// no API.
+fn serve_page_files() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = answer_static(stream);
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn answer_static(mut s: TcpStream) -> std::io::Result<()> {
+    let mut line = String::new();
+    BufReader::new(&mut s).read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let (status, kind, body) = match path {
+        "/" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            include_str!("../src/control/page/index.html"),
+        ),
+        "/app.js" => (
+            "200 OK",
+            "text/javascript; charset=utf-8",
+            include_str!("../src/control/page/app.js"),
+        ),
+        "/style.css" => (
+            "200 OK",
+            "text/css; charset=utf-8",
+            include_str!("../src/control/page/style.css"),
+        ),
+        _ => (
+            "401 Unauthorized",
+            "application/json",
+            r#"{"error":"no API here"}"#,
+        ),
+    };
+    let mut rest = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let _ = s.read(&mut rest);
+    write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn without_a_token_the_page_asks_for_one_and_says_where_it_is() {
+    if !browser_available() {
+        return;
+    }
+    let base = serve_page_files();
+    let b = Browser::start();
+    b.goto(&format!("{base}/"));
+    let form = b.find("#login");
+    wait_for("the sign-in form to show", || b.displayed(&form).then_some(()));
+    let text = b.text(&form);
+    assert!(text.contains("api-token"), "the form says where the token is: {text}");
+    assert!(!b.displayed(&b.find("#app")), "the app stays hidden");
+    b.screenshot("login-1440");
+}
