@@ -162,7 +162,7 @@ function takeTokenFromUrl() {
 function signedOut(msg) {
   sessionStorage.removeItem(TOKEN_KEY);
   stopPolling();
-  stopSearch();
+  stopSearch(false);
   $('app').hidden = true;
   $('login').hidden = false;
   $('login-message').textContent = msg || '';
@@ -336,27 +336,30 @@ async function rescan() {
 /** The running search: {id, query, ctrl, groups: Map(urn → group), done, error}. */
 let search = null;
 
-function stopSearch() {
+/** Stops the running search; with `keep`, its results stay on the page. */
+function stopSearch(keep) {
   if (!search) return;
   const s = search;
-  search = null;
+  if (!keep) search = null;
+  s.stopped = true;
   s.ctrl.abort();
   if (s.id !== null && token()) {
     // The servent forgets the search; nobody waits for the answer.
     api('DELETE', `/api/searches/${encodeURIComponent(s.id)}`).catch(() => {});
   }
+  if (keep) drawResults();
 }
 
 async function startSearch(query) {
-  stopSearch();
-  const s = { id: null, query, ctrl: new AbortController(), groups: new Map(), done: false, error: null };
+  stopSearch(false);
+  const s = { id: null, query, ctrl: new AbortController(), groups: new Map(), done: false, stopped: false, error: null };
   search = s;
   $('results').replaceChildren();
   drawResults();
   try {
     const made = await api('POST', '/api/searches', { query }, s.ctrl.signal);
     s.id = made.id;
-    if (search !== s) {
+    if (search !== s || s.stopped) {
       api('DELETE', `/api/searches/${encodeURIComponent(s.id)}`).catch(() => {});
       return;
     }
@@ -442,6 +445,7 @@ function drawResults() {
   const s = search;
   const status = $('search-status');
   if (!s) {
+    $('search-stop').hidden = true;
     status.textContent = 'Type a few words of a file name and press Search.';
     return;
   }
@@ -449,10 +453,13 @@ function drawResults() {
     (a, b) => sourceCount(b) - sourceCount(a) || String(a.name).localeCompare(String(b.name)),
   );
   const n = groups.length;
+  const running = !s.done && !s.stopped && !s.error;
+  $('search-stop').hidden = !running;
   if (s.error) status.textContent = `Search for “${s.query}” failed: ${s.error}`;
+  else if (s.stopped) status.textContent = `Search for “${s.query}” stopped: ${plural(n, 'file')} found`;
   else if (!s.done) status.textContent = n ? `Searching for “${s.query}”… ${plural(n, 'file')} so far` : `Searching for “${s.query}”…`;
   else status.textContent = n ? `${plural(n, 'file')} found for “${s.query}”` : `No files found for “${s.query}”. Try fewer or other words.`;
-  status.dataset.state = s.error ? 'error' : s.done ? 'done' : 'running';
+  status.dataset.state = s.error ? 'error' : running ? 'running' : 'done';
 
   const keep = new Set();
   const rows = groups.slice(0, MAX_RESULTS_SHOWN).map((g) => {
@@ -527,19 +534,26 @@ function markResultButtons() {
 
 // --- downloads ---------------------------------------------------------------------------
 
-const DONE_STATES = new Set(['done', 'complete', 'completed', 'finished']);
-const FAILED_STATES = new Set(['failed', 'error', 'cancelled', 'canceled']);
+// The API's download states; a label says each in words.
+const STATE_LABELS = {
+  searching: 'finding sources',
+  downloading: 'downloading',
+  paused: 'paused',
+  done: 'done',
+  failed: 'failed',
+  cancelled: 'cancelled',
+};
 
 function isDone(d) {
-  return DONE_STATES.has(String(d.state).toLowerCase());
+  return d.state === 'done';
 }
 
 function isFailed(d) {
-  return FAILED_STATES.has(String(d.state).toLowerCase());
+  return d.state === 'failed' || d.state === 'cancelled';
 }
 
 function isPaused(d) {
-  return String(d.state).toLowerCase() === 'paused';
+  return d.state === 'paused';
 }
 
 const downloadRows = new Map(); // id → row element
@@ -597,7 +611,7 @@ function updateDownloadRow(row, d) {
   name.textContent = d.name || d.urn;
   name.title = d.name || '';
   const state = row.querySelector('.state');
-  state.textContent = String(d.state || '?');
+  state.textContent = STATE_LABELS[d.state] || String(d.state || '?');
   state.className = `state badge ${done ? 'ok' : failed ? 'bad' : paused ? 'warn' : ''}`;
   const bar = row.querySelector('progress');
   bar.max = size > 0 ? size : 1;
@@ -615,8 +629,10 @@ function updateDownloadRow(row, d) {
   detail.className = d.error ? 'detail bad-text' : 'detail muted';
   detail.hidden = !detail.textContent;
   row.querySelector('.pause-button').hidden = !running;
-  row.querySelector('.resume-button').hidden = !(paused || failed);
-  row.querySelector('.cancel-button').textContent = done || failed ? 'Remove' : 'Cancel';
+  // The API resumes paused and failed downloads, and cancels any that is not done.
+  row.querySelector('.resume-button').hidden = !(paused || d.state === 'failed');
+  row.querySelector('.cancel-button').hidden = done || d.state === 'cancelled';
+  row.querySelector('.actions').hidden = done || d.state === 'cancelled';
 }
 
 // --- start -------------------------------------------------------------------------------
@@ -636,8 +652,9 @@ function init() {
     const q = $('search-input').value.trim();
     if (q) startSearch(q);
   });
+  $('search-stop').addEventListener('click', () => stopSearch(true));
   $('rescan-button').addEventListener('click', rescan);
-  window.addEventListener('pagehide', stopSearch);
+  window.addEventListener('pagehide', () => stopSearch(false));
   if (token()) signedIn();
   else signedOut('');
 }
