@@ -115,6 +115,23 @@ struct Link {
     /// Set once the link is to close: the Bye to send last, if any.
     closing: Mutex<Option<Option<(u16, String)>>>,
     stream: TcpStream,
+    /// Deflate on the link, incoming and outgoing.
+    compressed: (bool, bool),
+    /// Bytes read from and written to the socket (compressed, as on the wire).
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// One link as the shell sees it, for status displays.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LinkStats {
+    pub id: ConnId,
+    pub compressed_in: bool,
+    pub compressed_out: bool,
+    /// Output queue fill, 0 to 1.
+    pub queue_fill: f32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 struct Inner {
@@ -327,6 +344,11 @@ impl Node {
         sent
     }
 
+    /// Leaf or ultrapeer, as we are now.
+    pub fn role(&self) -> Role {
+        lock(&self.inner.core).role()
+    }
+
     pub fn servent(&self) -> ServentId {
         lock(&self.inner.core).servent()
     }
@@ -351,6 +373,31 @@ impl Node {
             .iter()
             .map(|(id, l)| (*id, lock(&l.queue).fill()))
             .collect()
+    }
+
+    /// Socket-level figures of each link, for status displays.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        lock(&self.inner.links)
+            .iter()
+            .map(|(id, l)| LinkStats {
+                id: *id,
+                compressed_in: l.compressed.0,
+                compressed_out: l.compressed.1,
+                queue_fill: lock(&l.queue).fill(),
+                bytes_in: l.bytes_in.load(Ordering::Relaxed),
+                bytes_out: l.bytes_out.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Says Bye 200 to one peer and closes the link. False when there is no such link.
+    pub fn disconnect(&self, id: ConnId) -> bool {
+        let Some(link) = lock(&self.inner.links).get(&id).cloned() else {
+            return false;
+        };
+        info!("disconnecting {} on request", link.addr);
+        close(&link, Some((200, "Closed by the user".into())));
+        true
     }
 
     /// Adds hosts and dials them as needed (`pinned` ones are kept and redialled).
@@ -743,6 +790,9 @@ async fn run_link(
         wake: wake_tx,
         closing: Mutex::new(None),
         stream: stream.clone(),
+        compressed: (est.compression.incoming, est.compression.outgoing),
+        bytes_in: AtomicU64::new(est.leftover.len() as u64),
+        bytes_out: AtomicU64::new(0),
     });
     lock(&inner.links).insert(id, link.clone());
     let info = ConnInfo {
@@ -790,7 +840,15 @@ async fn run_link(
         wake_rx,
         est.compression.outgoing,
     ));
-    let why = read_loop(&inner, id, stream, est.leftover, est.compression.incoming).await;
+    let why = read_loop(
+        &inner,
+        id,
+        stream,
+        est.leftover,
+        est.compression.incoming,
+        &link.bytes_in,
+    )
+    .await;
     match &why {
         Ok(()) => debug!("link {id} to {addr} closed"),
         Err(e) => debug!("link {id} to {addr} ended: {e}"),
@@ -813,6 +871,7 @@ async fn read_loop(
     mut stream: TcpStream,
     leftover: Vec<u8>,
     compressed: bool,
+    counted: &AtomicU64,
 ) -> io::Result<()> {
     let mut inflater = compressed.then(Inflater::new);
     let mut raw = leftover;
@@ -853,6 +912,7 @@ async fn read_loop(
         if n == 0 {
             return Ok(());
         }
+        counted.fetch_add(n as u64, Ordering::Relaxed);
         raw.extend_from_slice(&chunk[..n]);
     }
 }
@@ -924,6 +984,8 @@ async fn write_loop(link: Arc<Link>, mut stream: TcpStream, wake: Receiver<()>, 
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
+            link.bytes_out
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if let Some(bye) = closing {
                 if bye.is_some() {
                     // Half-close, give the peer time to read the Bye, then close.

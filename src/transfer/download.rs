@@ -236,6 +236,30 @@ fn file_names(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// Removes what a download of `name` into `dir` left behind (partial file and saved state), so
+/// a cancelled download leaves nothing that a later one would resume from.
+pub fn discard(dir: &Path, name: &str) -> io::Result<()> {
+    let (part, state) = file_names(dir, name);
+    for p in [part, state] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of `name` already saved in `dir` by an earlier, interrupted download of `urn`.
+pub fn saved_bytes(dir: &Path, name: &str, urn: &Sha1Urn) -> u64 {
+    let (_, state_path) = file_names(dir, name);
+    std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<State>(&b).ok())
+        .filter(|s| &s.spec.urn == urn)
+        .map(|s| s.done.iter().map(|(a, b)| b - a).sum())
+        .unwrap_or(0)
+}
+
 fn final_path(dir: &Path, name: &str) -> PathBuf {
     let (part, _) = file_names(dir, name);
     let base = part
