@@ -10,12 +10,18 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use servent::control::{Control, ControlConfig};
+use servent::handshake::Role;
+use servent::net::NodeConfig;
+use servent::servent::{Servent, ServentConfig};
+use servent::wire::Sha1Urn;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -85,7 +91,7 @@ impl Browser {
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let log = out_dir().join("chromedriver.log");
+            let log = out_dir().join(format!("chromedriver-{port}.log"));
             let driver = Command::new(CHROMEDRIVER)
                 .arg(format!("--port={port}"))
                 .arg(format!("--log-path={}", log.display()))
@@ -277,15 +283,15 @@ impl Browser {
     /// Sets the window to `width` and tall enough for the whole page, then takes a screenshot.
     fn full_screenshot(&self, name: &str, width: u32) -> PathBuf {
         self.resize(width, 900);
-        let h = self
-            .js(
-                "return Math.ceil(document.documentElement.scrollHeight);",
-                json!([]),
-            )
-            .as_u64()
-            .unwrap_or(900)
-            .clamp(600, 4000);
-        self.resize(width, h as u32);
+        let v = self.js(
+            "const d = document.documentElement; \
+             return [d.scrollHeight, window.outerHeight - window.innerHeight, window.innerWidth];",
+            json!([]),
+        );
+        assert_eq!(v[2], json!(width), "the window took the width asked for");
+        let page = v[0].as_u64().unwrap_or(900).clamp(600, 4000);
+        let frame = v[1].as_u64().unwrap_or(0).min(400);
+        self.resize(width, (page + frame) as u32);
         self.screenshot(name)
     }
 }
@@ -321,10 +327,7 @@ fn kill_left_behind(profile: &Path) {
             .split(|&b| b == 0)
             .any(|arg| arg == marker.as_bytes())
         {
-            let _ = Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .status();
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
         }
     }
 }
@@ -401,9 +404,246 @@ fn without_a_token_the_page_asks_for_one_and_says_where_it_is() {
     let b = Browser::start();
     b.goto(&format!("{base}/"));
     let form = b.find("#login");
-    wait_for("the sign-in form to show", || b.displayed(&form).then_some(()));
+    wait_for("the sign-in form to show", || {
+        b.displayed(&form).then_some(())
+    });
     let text = b.text(&form);
-    assert!(text.contains("api-token"), "the form says where the token is: {text}");
+    assert!(
+        text.contains("api-token"),
+        "the form says where the token is: {text}"
+    );
     assert!(!b.displayed(&b.find("#app")), "the app stays hidden");
     b.screenshot("login-1440");
+}
+
+// --- the whole path, against real servents and the API ----------------------------------
+
+/// A servent on 127.0.0.1 linked to `peers`, sharing `shares`.
+async fn servent(role: Role, peers: &[SocketAddrV4], shares: Vec<PathBuf>) -> Servent {
+    let mut n = NodeConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        common::temp_dir("servent"),
+    );
+    n.role = role;
+    n.peers = peers.to_vec();
+    n.want_ultrapeers = Some(peers.len());
+    n.accept_private = true;
+    n.tick = Duration::from_millis(100);
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = shares;
+    cfg.firewalled = Some(false);
+    Servent::start(cfg).await.expect("servent starts")
+}
+
+fn share_dir(tag: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let d = common::temp_dir(tag);
+    std::fs::create_dir_all(&d).expect("share folder");
+    for (name, data) in files {
+        std::fs::write(d.join(name), data).expect("shared file");
+    }
+    d
+}
+
+/// An ultrapeer, two leaves sharing files, and the daemon: a leaf with the API.
+struct Net {
+    _up: Servent,
+    _sharers: Vec<Servent>,
+    _daemon: Servent,
+    control: Arc<Control>,
+    downloads: PathBuf,
+}
+
+/// The file two leaves share (so it shows 2 sources), and a name a peer chose with markup in it,
+/// which the page must show as text.
+const BIG_NAME: &str = "Aurora Borealis Timelapse.ogv";
+const ODD_NAME: &str = "aurora <img src=x onerror=alert(1)> & <b>notes.txt";
+
+fn start_net(big: &[u8]) -> Net {
+    async_std::task::block_on(async {
+        let up = servent(Role::Ultrapeer, &[], vec![]).await;
+        let at = [up.node().listen_addr()];
+        let one = servent(
+            Role::Leaf,
+            &at,
+            vec![share_dir(
+                "share-a",
+                &[(BIG_NAME, big), (ODD_NAME, b"a peer's name with markup")],
+            )],
+        )
+        .await;
+        let two = servent(
+            Role::Leaf,
+            &at,
+            vec![share_dir("share-b", &[(BIG_NAME, big)])],
+        )
+        .await;
+        let daemon = servent(Role::Leaf, &at, vec![]).await;
+        let downloads = common::temp_dir("downloads");
+        std::fs::create_dir_all(&downloads).expect("download folder");
+        let control = Control::start(
+            daemon.clone(),
+            ControlConfig {
+                api: "127.0.0.1:0".parse().expect("addr"),
+                download_dir: downloads.clone(),
+            },
+        )
+        .await
+        .expect("API starts");
+        // The ultrapeer passes queries only to leaves whose routing tables it holds.
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let tables = up
+                .node()
+                .connections()
+                .iter()
+                .filter(|c| c.qrp_slots_set.is_some_and(|s| s > 0))
+                .count();
+            if tables >= 2 && !daemon.node().connections().is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "the leaves never joined the ultrapeer"
+            );
+            async_std::task::sleep(Duration::from_millis(50)).await;
+        }
+        Net {
+            _up: up,
+            _sharers: vec![one, two],
+            _daemon: daemon,
+            control,
+            downloads,
+        }
+    })
+}
+
+/// True when the page is no wider than the window (no horizontal scrolling).
+fn fits_width(b: &Browser) -> Value {
+    b.js(
+        "const d = document.documentElement; \
+         return {scroll: d.scrollWidth, client: d.clientWidth, inner: window.innerWidth};",
+        json!([]),
+    )
+}
+
+#[test]
+fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
+    if !browser_available() {
+        return;
+    }
+    let big = servent::cli::demo::sample(42, 600 * 1024 + 123);
+    let net = start_net(&big);
+    let b = Browser::start();
+
+    // The link the daemon prints; the page keeps the token and takes it out of the address.
+    let url = net.control.page_url();
+    assert!(url.contains("#token="), "{url}");
+    b.goto(&url);
+    let app = b.find("#app");
+    wait_for("the page to sign in", || b.displayed(&app).then_some(()));
+    let hash = b.js("return location.hash;", json!([]));
+    assert_eq!(hash, json!(""), "the token left the address bar");
+    wait_for("the status to show the leaf role", || {
+        let role = b.text(&b.find("#status-role"));
+        (role == "leaf").then_some(())
+    });
+    wait_for("a connection in the table", || {
+        (!b.find_all("#connections .conn-row").is_empty()).then_some(())
+    });
+
+    // Search: both files arrive, the one with two sources first.
+    b.type_into(&b.find("#search-input"), "aurora");
+    b.click(&b.find("#search-button"));
+    let rows = wait_for("two result rows, the first with 2 sources", || {
+        let rows = b.find_all(".result-row");
+        let sources = b.js(
+            "return [...document.querySelectorAll('.result-row')].map(r => r.dataset.sources);",
+            json!([]),
+        );
+        (rows.len() == 2 && sources == json!(["2", "1"])).then_some(rows)
+    });
+    let first = b.text(&rows[0]);
+    assert!(first.contains(BIG_NAME), "{first}");
+    assert!(first.contains("2 sources"), "{first}");
+    // The peer's markup is text on the page, not elements.
+    let odd = b.text(&rows[1]);
+    assert!(odd.contains(ODD_NAME), "{odd}");
+    let injected = b.js(
+        "return document.querySelectorAll('#results img, #results b').length;",
+        json!([]),
+    );
+    assert_eq!(injected, json!(0));
+
+    // One click downloads; the row's progress reaches 100 % and the state says done.
+    let button = b.find(&format!(
+        ".download-button[data-urn=\"{}\"]",
+        Sha1Urn::digest(&big)
+    ));
+    b.click(&button);
+    let row = b.find(".download-row");
+    wait_for("the download to finish", || {
+        let v = b.js(
+            "const r = arguments[0], p = r.querySelector('progress'); \
+             return {state: r.dataset.state, percent: r.dataset.percent, \
+                     value: p.value, max: p.max};",
+            json!([{ ELEMENT: row }]),
+        );
+        match v["state"].as_str() {
+            Some("done") => Some(v),
+            Some("failed" | "cancelled") => panic!("the download did not finish: {v}"),
+            _ => None,
+        }
+    });
+    let shown = b.js(
+        "const r = arguments[0], p = r.querySelector('progress'); \
+         return [r.dataset.percent, p.value === p.max, r.querySelector('.percent').textContent];",
+        json!([{ ELEMENT: row }]),
+    );
+    assert_eq!(shown, json!(["100", true, "100%"]));
+    let saved = net.downloads.join(BIG_NAME);
+    assert_eq!(std::fs::read(&saved).expect("downloaded file"), big);
+    assert!(
+        b.text(&row).contains(&saved.display().to_string()),
+        "the row says where the file is: {}",
+        b.text(&row)
+    );
+
+    // Shares panel of the daemon: nothing shared, said in words.
+    let empty = b.find("#shares-empty");
+    wait_for("the empty-shares note", || {
+        b.displayed(&empty).then_some(())
+    });
+
+    // Tidy at desktop and phone widths: no horizontal scrolling, screenshots to look at.
+    for (width, name) in [(1440, "page-1440"), (390, "page-390")] {
+        b.full_screenshot(name, width);
+        let fit = fits_width(&b);
+        assert!(
+            fit["scroll"].as_u64() <= fit["client"].as_u64(),
+            "the page scrolls sideways at {width} px: {fit}"
+        );
+    }
+
+    // A refused token brings the sign-in form back, saying so; the right one pasted there
+    // opens the page again.
+    b.js(
+        "sessionStorage.setItem('servent-api-token', 'not-the-token'); location.reload();",
+        json!([]),
+    );
+    let form = b.find("#login");
+    wait_for("the sign-in form after a refused token", || {
+        b.displayed(&form).then_some(())
+    });
+    let said = b.text(&b.find("#login-message"));
+    assert!(said.contains("refused"), "{said}");
+    b.type_into(&b.find("#token-input"), net.control.token());
+    b.click(&b.find("#login-button"));
+    let app = b.find("#app");
+    wait_for("the page after signing in", || {
+        b.displayed(&app).then_some(())
+    });
+    wait_for("the finished download listed again", || {
+        let done = b.find_all(".download-row[data-state=\"done\"]");
+        (!done.is_empty()).then_some(())
+    });
 }

@@ -344,8 +344,10 @@ function stopSearch(keep) {
   s.stopped = true;
   s.ctrl.abort();
   if (s.id !== null && token()) {
-    // The servent forgets the search; nobody waits for the answer.
-    api('DELETE', `/api/searches/${encodeURIComponent(s.id)}`).catch(() => {});
+    // The servent forgets the search; nobody waits for the answer, and keepalive lets the
+    // request go out even when the page is being closed.
+    fetch(`/api/searches/${encodeURIComponent(s.id)}`, { method: 'DELETE', headers: authHeaders(), keepalive: true })
+      .catch(() => {});
   }
   if (keep) drawResults();
 }
