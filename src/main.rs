@@ -184,7 +184,8 @@ struct RunArgs {
     #[argh(option)]
     max_leaves: Option<usize>,
 
-    /// leaf or ultrapeer (default leaf)
+    /// auto, leaf or ultrapeer (default auto: start as a leaf, become an ultrapeer once
+    /// reachable, up for an hour and proven as an uploader, when the network needs one)
     #[argh(option)]
     role: Option<String>,
 

@@ -273,7 +273,7 @@ async fn status_connections_and_peers_have_their_documented_shape() {
     }
 
     let st = c.get("/api/status").await.unwrap();
-    let mut want = json!({
+    let mut want: Value = json!({
         "version": "string", "servent_guid": "string", "role": "string",
         "uptime_secs": "number", "listen": "string", "api": "string",
         "firewalled": {"firewalled": "bool", "reason": "string"},
@@ -285,10 +285,16 @@ async fn status_connections_and_peers_have_their_documented_shape() {
             "hits_routed": "number", "pushes_routed": "number"
         }
     });
-    if st.get("reputation").is_some() {
-        want["reputation"] = shape(&st["reputation"]);
-    }
+    // `needed` is words when the overlay wants more ultrapeers, else null.
+    let needed = &st["reputation"]["needed"];
+    assert!(needed.is_null() || needed.is_string(), "{needed}");
+    want["reputation"] = json!({
+        "score": "number", "threshold": "number", "eligible": "bool",
+        "parts": [{"name": "string", "value": "number", "max": "number", "detail": "string"}],
+        "needed": shape(needed), "summary": "string"
+    });
     assert_eq!(shape(&st), want);
+    assert!(!st["reputation"]["parts"].as_array().unwrap().is_empty());
     assert_eq!(st["role"], "leaf");
     assert_eq!(st["servent_guid"], s.node().servent().to_hex());
     assert_eq!(st["listen"], s.node().listen_addr().to_string());

@@ -43,7 +43,8 @@ pub fn servent_config(s: &Settings) -> Result<ServentConfig, String> {
             .iter()
             .any(|p| p.ip().is_loopback() || p.ip().is_private());
     cfg.peers = peers;
-    cfg.role = s.role;
+    cfg.role = s.role.initial();
+    cfg.auto_role = s.role.is_auto();
     cfg.max_ultrapeers = s.max_peers;
     cfg.max_leaves = s.max_leaves;
     cfg.compress = s.compress;

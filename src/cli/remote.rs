@@ -92,7 +92,23 @@ pub async fn status(s: &Settings, json_out: bool) -> Result<(), String> {
         str_of(&fw["reason"])
     );
     if let Some(r) = st.get("reputation") {
-        let _ = writeln!(o, "reputation    {r}");
+        let _ = writeln!(
+            o,
+            "reputation    {}/{}: {}",
+            num(&r["score"]),
+            num(&r["threshold"]),
+            str_of(&r["summary"])
+        );
+        for p in r["parts"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  {:<12} {:>3}/{:<3} {}",
+                str_of(&p["name"]),
+                num(&p["value"]),
+                num(&p["max"]),
+                str_of(&p["detail"])
+            );
+        }
     }
     let _ = writeln!(
         o,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::handshake::Role;
+use crate::overlay::RoleMode;
 
 /// The default API address: the Gnutella port's neighbour, on loopback only.
 pub const DEFAULT_API: &str = "127.0.0.1:6347";
@@ -71,7 +71,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("data_dir", Kind::Text, "the platform data directory"),
     ("shares", Kind::List, "<data_dir>/shared"),
     ("peers", Kind::List, "none"),
-    ("role", Kind::Text, "leaf"),
+    ("role", Kind::Text, "auto"),
     ("max_peers", Kind::Number, "32"),
     ("max_leaves", Kind::Number, "30"),
     ("upload_slots", Kind::Number, "4"),
@@ -114,7 +114,8 @@ pub struct Settings {
     /// Empty: the data directory's `shared` folder.
     pub shares: Vec<PathBuf>,
     pub peers: Vec<String>,
-    pub role: Role,
+    /// auto (by reputation), leaf or ultrapeer.
+    pub role: RoleMode,
     pub max_peers: usize,
     pub max_leaves: usize,
     pub upload_slots: usize,
@@ -135,12 +136,8 @@ pub fn default_path() -> Option<PathBuf> {
     dirs::config_dir().map(|d| d.join("servent").join("config.toml"))
 }
 
-pub fn parse_role(s: &str) -> Result<Role, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "leaf" => Ok(Role::Leaf),
-        "ultrapeer" | "up" => Ok(Role::Ultrapeer),
-        _ => Err(format!("unknown role {s:?}: use leaf or ultrapeer")),
-    }
+pub fn parse_role(s: &str) -> Result<RoleMode, String> {
+    s.parse()
 }
 
 /// `off` or an address.
@@ -288,7 +285,7 @@ impl Settings {
             Some(s) => parse_api(s).map_err(|e| format!("{}: {e}", place("api")))?,
         };
         let role = match &layer.role {
-            None => Role::Leaf,
+            None => RoleMode::Auto,
             Some(s) => parse_role(s).map_err(|e| format!("{}: {e}", place("role")))?,
         };
         let data_dir = layer

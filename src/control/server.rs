@@ -523,6 +523,7 @@ struct Status {
     listen: SocketAddrV4,
     api: SocketAddr,
     firewalled: Firewall,
+    reputation: crate::overlay::Score,
     shares: ShareCount,
     transfers: TransferCount,
     stats: crate::overlay::Stats,
@@ -546,6 +547,7 @@ fn status(ctl: &Control) -> Status {
         listen: node.listen_addr(),
         api: ctl.addr,
         firewalled: Firewall { firewalled, reason },
+        reputation: node.reputation(),
         shares: ShareCount { files, bytes },
         transfers: TransferCount {
             uploads_active: ctl.servent.uploads().tracker.active(),

@@ -116,6 +116,14 @@ impl HostCache {
         }
     }
 
+    /// Our role changed: hosts that refused the old role may take the new one, so every
+    /// back-off ends now (failure counts stay).
+    pub fn retry_all(&mut self, now: Instant) {
+        for s in self.hosts.values_mut() {
+            s.next_try = s.next_try.min(now);
+        }
+    }
+
     /// A connection worked: reset the back-off.
     pub fn succeeded(&mut self, addr: &SocketAddrV4, now: Instant) {
         if let Some(s) = self.hosts.get_mut(addr) {

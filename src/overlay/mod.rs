@@ -10,6 +10,7 @@
 
 pub mod hosts;
 pub mod queue;
+pub mod reputation;
 pub mod routes;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use crate::wire::{
 };
 
 pub use hosts::{HostCache, HostEntry};
+pub use reputation::{Observation, RoleMode, Score, Thresholds};
 pub use routes::{PushRoutes, RouteTable, Source};
 
 /// A link's identity. Never reused within a run, so a stale route cannot reach a new link.
@@ -76,6 +78,10 @@ pub struct Config {
     /// Seed of the generator for MUIDs. Fixed in the simulator so runs repeat; random in the
     /// network shell, since a restarted node must not reuse the MUIDs of its last run.
     pub seed: u64,
+    /// Switch between leaf and ultrapeer by reputation (`--role auto`); off when the user
+    /// fixed the role.
+    pub auto_role: bool,
+    pub thresholds: Thresholds,
 }
 
 impl Config {
@@ -94,6 +100,8 @@ impl Config {
             idle_timeout: Duration::from_secs(180),
             shared: (0, 0),
             seed: u64::from_le_bytes(servent.0[..8].try_into().expect("16 bytes")),
+            auto_role: false,
+            thresholds: Thresholds::default(),
         }
     }
 }
@@ -137,6 +145,8 @@ pub enum Event<'a> {
         ultrapeer: bool,
         pinned: bool,
     },
+    /// Something bearing on our reputation (reachability, uploads, the overlay's needs).
+    Observed(Observation),
     Tick,
 }
 
@@ -167,6 +177,11 @@ pub enum Action {
     },
     Dial(SocketAddrV4),
     Deliver(Delivery),
+    /// We switched role; the shell announces the new one in later handshakes.
+    RoleChanged {
+        role: Role,
+        reason: String,
+    },
 }
 
 /// Counters a person can read in `servent status` and the logs.
@@ -258,6 +273,7 @@ pub struct Overlay {
     rng: Rng,
     stats: Stats,
     started: Instant,
+    reputation: reputation::Reputation,
 }
 
 /// A copy of `frame` with new TTL and hops, ready to share between links.
@@ -283,6 +299,7 @@ impl Overlay {
     pub fn new(cfg: Config, now: Instant) -> Self {
         let hosts = HostCache::new(hosts::HOST_CAPACITY, cfg.accept_private);
         let rng = Rng(cfg.seed);
+        let reputation = reputation::Reputation::new(cfg.thresholds.clone(), now);
         Overlay {
             cfg,
             local_table: None,
@@ -294,6 +311,7 @@ impl Overlay {
             rng,
             stats: Stats::default(),
             started: now,
+            reputation,
         }
     }
 
@@ -380,7 +398,7 @@ impl Overlay {
     pub fn handle(&mut self, ev: Event<'_>, now: Instant, out: &mut Vec<Action>) {
         match ev {
             Event::Connected { id, info } => self.on_connected(id, info, now, out),
-            Event::Closed { id } => self.on_closed(id),
+            Event::Closed { id } => self.on_closed(id, now),
             Event::Frame { id, frame } => self.on_frame(id, &frame, now, out),
             Event::DialFailed { addr, try_hosts } => {
                 self.dialing.remove(&addr);
@@ -398,6 +416,7 @@ impl Overlay {
                     self.hosts.add(a, ultrapeer, pinned, now);
                 }
             }
+            Event::Observed(o) => self.reputation.observe(o, now),
             Event::Tick => self.on_tick(now, out),
         }
     }
@@ -523,9 +542,11 @@ impl Overlay {
         }
     }
 
-    fn on_closed(&mut self, id: ConnId) {
+    fn on_closed(&mut self, id: ConnId, now: Instant) {
         if let Some(c) = self.conns.remove(&id) {
             info!("disconnected from {} ({})", c.info.addr, c.info.role);
+            self.reputation
+                .link_ended(now.saturating_duration_since(c.connected_at));
         }
         self.routes.forget_conn(id);
         self.push_routes.forget_conn(id);
@@ -963,7 +984,74 @@ impl Overlay {
                 msg: ping.to_vec().into(),
             });
         }
+        if self.cfg.auto_role {
+            self.consider_role(now, out);
+        }
         self.dial_more(now, out);
+    }
+
+    fn link_ages(&self, now: Instant) -> Vec<Duration> {
+        self.conns
+            .values()
+            .map(|c| now.saturating_duration_since(c.connected_at))
+            .collect()
+    }
+
+    /// Our reputation and its parts, in words.
+    pub fn reputation(&self, now: Instant) -> Score {
+        self.reputation
+            .score(now, &self.link_ages(now), self.cfg.role)
+    }
+
+    fn consider_role(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let links = self.link_ages(now);
+        let ups = self.connection_count(Role::Ultrapeer);
+        let leaves = self.connection_count(Role::Leaf);
+        let want = match self.cfg.role {
+            Role::Leaf => self.cfg.want_ultrapeers,
+            Role::Ultrapeer => 0,
+        };
+        if let Some(s) = self
+            .reputation
+            .decide(now, self.cfg.role, &links, ups, want, leaves)
+        {
+            self.switch_role(s.to, s.reason, now, out);
+        }
+    }
+
+    /// Takes a new role as gtk-gnutella does (`node_set_current_peermode`): a leaf becoming an
+    /// ultrapeer leaves its ultrapeers (they hold it as a leaf) and dials again as an
+    /// ultrapeer; an ultrapeer becoming a leaf leaves everyone. Bye 203 either way.
+    pub fn switch_role(&mut self, to: Role, reason: String, now: Instant, out: &mut Vec<Action>) {
+        if to == self.cfg.role {
+            return;
+        }
+        let (close_all, why) = match to {
+            Role::Ultrapeer => (false, "Becoming an ultra node"),
+            Role::Leaf => (true, "Becoming a leaf node"),
+        };
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| close_all || c.info.role == Role::Ultrapeer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            out.push(Action::Close {
+                id,
+                bye: bye(bye_code::ROLE_CHANGE, why),
+            });
+        }
+        let fresh = Config::new(to, self.cfg.servent);
+        self.hosts.retry_all(now);
+        self.cfg.role = to;
+        self.cfg.want_ultrapeers = fresh.want_ultrapeers;
+        self.cfg.alive_unanswered = fresh.alive_unanswered;
+        match to {
+            Role::Ultrapeer => info!("promoted to ultrapeer: {reason}"),
+            Role::Leaf => info!("now a leaf: {reason}"),
+        }
+        out.push(Action::RoleChanged { role: to, reason });
     }
 
     fn dial_more(&mut self, now: Instant, out: &mut Vec<Action>) {
