@@ -448,7 +448,7 @@ fn share_dir(tag: &str, files: &[(&str, &[u8])]) -> PathBuf {
 struct Net {
     _up: Servent,
     _sharers: Vec<Servent>,
-    _daemon: Servent,
+    daemon: Servent,
     control: Arc<Control>,
     downloads: PathBuf,
 }
@@ -510,7 +510,7 @@ fn start_net(big: &[u8]) -> Net {
         Net {
             _up: up,
             _sharers: vec![one, two],
-            _daemon: daemon,
+            daemon,
             control,
             downloads,
         }
@@ -547,6 +547,25 @@ fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
         let role = b.text(&b.find("#status-role"));
         (role == "leaf").then_some(())
     });
+    // The reputation and each of its parts, as the node computes them.
+    let parts: Vec<String> = net
+        .daemon
+        .node()
+        .reputation()
+        .parts
+        .iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    assert!(!parts.is_empty());
+    wait_for("the reputation parts", || {
+        let shown = b.js(
+            "return [...document.querySelectorAll('#reputation-parts li')].map(l => l.dataset.part);",
+            json!([]),
+        );
+        (shown == json!(parts)).then_some(())
+    });
+    let score = b.text(&b.find("#reputation-score"));
+    assert!(score.contains(" / "), "score and threshold: {score}");
     wait_for("a connection in the table", || {
         (!b.find_all("#connections .conn-row").is_empty()).then_some(())
     });

@@ -258,13 +258,20 @@ function renderStatus(s) {
   if (rep) {
     const score = $('reputation-score');
     score.textContent = `${rep.score} / ${rep.threshold}`;
-    score.className = rep.score >= rep.threshold ? 'badge ok' : 'badge';
-    score.title = 'score / score needed to become an ultrapeer';
+    score.className = rep.eligible || rep.score >= rep.threshold ? 'badge ok' : 'badge';
+    score.title = 'score, and the score needed to become an ultrapeer';
+    $('reputation-summary').textContent = [rep.summary, rep.needed ? `Needed: ${rep.needed}` : '']
+      .filter(Boolean)
+      .join(' ');
     $('reputation-parts').replaceChildren(
-      ...(rep.parts || []).map((p) =>
-        el('li', {}, el('span', { class: 'part-name' }, p.name), el('span', { class: 'part-value' }, String(p.value)),
-          p.detail ? el('span', { class: 'muted part-detail' }, p.detail) : null),
-      ),
+      ...(rep.parts || []).map((p) => {
+        const max = typeof p.max === 'number' && p.max > 0 ? p.max : null;
+        return el('li', { 'data-part': p.name },
+          el('span', { class: 'part-name' }, p.name),
+          el('span', { class: 'part-value' }, max ? `${p.value} / ${max}` : String(p.value)),
+          max ? el('meter', { min: 0, max, value: Math.min(p.value, max) }) : null,
+          p.detail ? el('span', { class: 'muted part-detail' }, p.detail) : null);
+      }),
     );
   }
 
