@@ -4,7 +4,7 @@
 //! progress reach 100 %, and the file's bytes on disk are compared with the shared file's.
 //! Screenshots at phone and desktop widths go to `$CARGO_TARGET_TMPDIR/browser/`.
 //!
-//! Without /usr/bin/chromedriver the test says it skips, unless `SERVENT_BROWSER_TEST=require`
+//! Without /usr/bin/chromedriver the test says it skips, unless `BROWSER_TEST=require`
 //! (set by CI), where a missing browser is a failure.
 
 mod common;
@@ -43,15 +43,15 @@ fn browser_available() -> bool {
     if Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists() {
         return true;
     }
-    let required = std::env::var("SERVENT_BROWSER_TEST").is_ok_and(|v| v == "require");
+    let required = std::env::var("BROWSER_TEST").is_ok_and(|v| v == "require");
     assert!(
         !required,
-        "SERVENT_BROWSER_TEST=require but {CHROMEDRIVER} or {CHROMIUM} is missing: \
+        "BROWSER_TEST=require but {CHROMEDRIVER} or {CHROMIUM} is missing: \
          install them with `apt-get install -y chromium chromium-driver`"
     );
     eprintln!(
         "skipping the browser test: {CHROMEDRIVER} or {CHROMIUM} is missing \
-         (apt-get install -y chromium chromium-driver; SERVENT_BROWSER_TEST=require makes this a failure)"
+         (apt-get install -y chromium chromium-driver; BROWSER_TEST=require makes this a failure)"
     );
     false
 }
