@@ -7,6 +7,8 @@
 const TOKEN_KEY = 'servent-api-token';
 // How often the status, downloads and connections are asked for.
 const POLL_MS = 1000;
+// A hidden tab still notices a finished download or a stopped servent, just later.
+const HIDDEN_POLL_MS = 5000;
 // Shares change only on a rescan (every minute in the servent), so they are asked for less often.
 const SHARES_POLL_MS = 15000;
 // Bounds on what one page keeps and draws: a popular search can bring thousands of groups, and a
@@ -215,8 +217,9 @@ async function poll() {
     showError(e.message, true);
     $('summary').textContent = 'Not connected to the servent';
   }
-  // The next round starts after this one ends, so a slow servent is never asked twice at once.
-  if (polling) pollTimer = setTimeout(poll, POLL_MS);
+  // The next round starts after this one ends, so a slow servent is never asked twice at once;
+  // a tab nobody looks at asks less often.
+  if (polling) pollTimer = setTimeout(poll, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
 }
 
 async function pollShares() {
@@ -274,6 +277,13 @@ function renderStatus(s) {
       }),
     );
   }
+
+  // The routing counters, whatever the servent counts: "queries_forwarded" → "queries forwarded".
+  const stats = s.stats && typeof s.stats === 'object' ? Object.entries(s.stats) : [];
+  $('counters').hidden = stats.length === 0;
+  $('counter-list').replaceChildren(
+    ...stats.flatMap(([k, v]) => [el('dt', {}, k.replace(/_/g, ' ')), el('dd', {}, String(v))]),
+  );
 
   const shares = s.shares || {};
   const conns = $('connections-count').textContent;
@@ -664,6 +674,9 @@ function init() {
   $('search-stop').addEventListener('click', () => stopSearch(true));
   $('rescan-button').addEventListener('click', rescan);
   window.addEventListener('pagehide', () => stopSearch(false));
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && polling) poll();
+  });
   if (token()) signedIn();
   else signedOut('');
 }
