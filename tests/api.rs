@@ -429,6 +429,20 @@ async fn a_search_streams_a_file_from_another_node_and_downloads_complete() {
         sharer.node().servent().to_hex()
     );
 
+    // Readers that go away free their place: more come and go than may read at once.
+    for _ in 0..(servent::control::searches::MAX_READERS * 2) {
+        let mut got = 0;
+        let once = c.stream(&stream_path, |_| {
+            got += 1;
+            false
+        });
+        async_std::future::timeout(Duration::from_secs(10), once)
+            .await
+            .expect("the known files come at once")
+            .unwrap();
+        assert_eq!(got, 1);
+    }
+
     let list = c.get("/api/searches").await.unwrap();
     assert_eq!(
         shape(&list),
@@ -621,15 +635,15 @@ async fn a_download_pauses_resumes_and_cancels() {
         .await
         .unwrap();
     assert_eq!(resume_cancelled.status, 409);
-    let files: Vec<String> = std::fs::read_dir(ctl_download_dir(&ctl, &c).await)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        files,
-        vec!["late.bin".to_string()],
-        "only the finished file"
-    );
+    let mut files = names_in(ctl.download_dir());
+    for _ in 0..200 {
+        if files == ["late.bin"] {
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+        files = names_in(ctl.download_dir());
+    }
+    assert_eq!(files, ["late.bin"], "only the finished file");
     assert_eq!(
         c.send(Method::DELETE, "/api/downloads/777", None)
             .await
@@ -637,18 +651,6 @@ async fn a_download_pauses_resumes_and_cancels() {
             .status,
         404
     );
-}
-
-/// The download folder, from a finished download's path.
-async fn ctl_download_dir(_ctl: &Control, c: &Client) -> PathBuf {
-    let all = c.get("/api/downloads").await.unwrap();
-    let path = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|d| d["path"].as_str())
-        .expect("a finished download");
-    PathBuf::from(path).parent().unwrap().to_path_buf()
 }
 
 #[async_std::test]
@@ -1059,4 +1061,253 @@ async fn the_cli_talks_to_a_running_daemon() {
         String::from_utf8(out.stdout).unwrap().trim(),
         format!("disconnected {id}")
     );
+}
+
+/// What the stand-in source saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// A request for the file with this name.
+    Asked(&'static str),
+    /// A connection on which it stalled was closed by the downloader.
+    Dropped(&'static str),
+}
+
+/// A source that serves `files` over HTTP. A file marked to stall sends half of the first
+/// range asked for and then nothing, until the downloader hangs up; the first file stalls only
+/// on its first connection.
+async fn stalling_source(
+    files: Vec<(&'static str, Vec<u8>, bool)>,
+) -> (SocketAddrV4, async_std::channel::Receiver<Seen>) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = match listener.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!("bound to IPv4"),
+    };
+    let (tx, rx) = async_std::channel::unbounded();
+    let files = Arc::new(files);
+    let stalled_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    async_std::task::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (tx, files, stalled_once) = (tx.clone(), files.clone(), stalled_once.clone());
+            async_std::task::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let end = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    let Some((name, data, stalls)) = files
+                        .iter()
+                        .find(|(_, d, _)| head.contains(&Sha1Urn::digest(d).to_string()))
+                    else {
+                        return;
+                    };
+                    let range = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("range: bytes=")
+                                .map(str::to_owned)
+                        })
+                        .and_then(|r| {
+                            let (a, b) = r.trim().split_once('-')?;
+                            Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+                        })
+                        .unwrap_or((0, data.len() - 1));
+                    let _ = tx.send(Seen::Asked(name)).await;
+                    let body = &data[range.0..=range.1];
+                    let resp = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: \
+                         bytes {}-{}/{}\r\nX-Gnutella-Content-URN: {}\r\n\r\n",
+                        body.len(),
+                        range.0,
+                        range.1,
+                        data.len(),
+                        Sha1Urn::digest(data)
+                    );
+                    s.write_all(resp.as_bytes()).await.unwrap();
+                    let first = std::ptr::eq(*name, files[0].0);
+                    let stall = *stalls
+                        && (!first
+                            || !stalled_once.swap(true, std::sync::atomic::Ordering::SeqCst));
+                    if stall {
+                        let _ = s.write_all(&body[..body.len() / 2]).await;
+                        // Nothing more: wait for the downloader to hang up.
+                        while let Ok(n) = s.read(&mut chunk).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                        let _ = tx.send(Seen::Dropped(name)).await;
+                        return;
+                    }
+                    if s.write_all(body).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn next_seen(rx: &async_std::channel::Receiver<Seen>) -> Seen {
+    async_std::future::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the source saw something")
+        .unwrap()
+}
+
+#[async_std::test]
+async fn pausing_stops_a_transfer_resuming_finishes_it_and_cancel_leaves_nothing() {
+    use servent::share::SharedFile;
+    use servent::share::hits::{Responder, query_hits};
+    use servent::wire::FileIndex;
+    let a = servent::cli::demo::sample(21, 400_000);
+    let b = servent::cli::demo::sample(22, 300_000);
+    let (source, seen) = stalling_source(vec![
+        ("first.bin", a.clone(), true),
+        ("second.bin", b.clone(), true),
+    ])
+    .await;
+    let getter = servent(Role::Ultrapeer, &[], vec![]).await;
+    let (ctl, c) = control(&getter).await;
+    // A scripted ultrapeer answers the search with a hit naming the stand-in source.
+    let mut peer = Peer::connect(getter.node().listen_addr(), Role::Ultrapeer, false).await;
+    wait_links(getter.node(), 1).await;
+    let sid = c
+        .post("/api/searches", &json!({"query": "bin"}))
+        .await
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let query = loop {
+        let m = peer.recv(Duration::from_secs(10)).await.expect("the query");
+        if m[16] == 0x80 {
+            break m;
+        }
+    };
+    let shared: Vec<SharedFile> = [("first.bin", &a), ("second.bin", &b)]
+        .iter()
+        .enumerate()
+        .map(|(i, (name, data))| SharedFile {
+            index: FileIndex(i as u32),
+            path: PathBuf::new(),
+            name: name.to_string(),
+            size: data.len() as u64,
+            mtime: 0,
+            sha1: Sha1Urn::digest(data),
+        })
+        .collect();
+    let me = Responder {
+        addr: source,
+        speed_kbps: 1000,
+        servent: servent::wire::ServentId::random(),
+        firewalled: false,
+        busy: false,
+        uploaded: false,
+    };
+    for payload in query_hits(&shared.iter().collect::<Vec<_>>(), &me) {
+        let mut msg = query[..16].to_vec();
+        msg.extend_from_slice(&[0x81, 3, 0]);
+        msg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        msg.extend_from_slice(&payload);
+        peer.send(&msg).await;
+    }
+    let mut files = 0;
+    for _ in 0..200 {
+        files = c.get(&format!("/api/searches/{sid}")).await.unwrap()["results"]
+            .as_array()
+            .unwrap()
+            .len();
+        if files == 2 {
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(files, 2, "both files found");
+
+    // The first file's source stalls; pausing hangs up on it.
+    let urn_a = Sha1Urn::digest(&a).to_string();
+    let d = c
+        .post("/api/downloads", &json!({"search": sid, "urn": urn_a}))
+        .await
+        .unwrap();
+    assert_eq!(d["state"], "downloading");
+    assert_eq!(d["sources"], 1);
+    let id = d["id"].as_u64().unwrap();
+    assert_eq!(next_seen(&seen).await, Seen::Asked("first.bin"));
+    let paused = c
+        .post(&format!("/api/downloads/{id}/pause"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(paused["state"], "paused");
+    assert_eq!(next_seen(&seen).await, Seen::Dropped("first.bin"));
+    let dir = ctl.download_dir().to_path_buf();
+    assert!(
+        !dir.join("first.bin").exists(),
+        "nothing paused is shown as done"
+    );
+
+    // Resuming asks again and finishes with the right bytes.
+    let resumed = c
+        .post(&format!("/api/downloads/{id}/resume"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resumed["state"], "downloading");
+    assert_eq!(next_seen(&seen).await, Seen::Asked("first.bin"));
+    let done = download_until(&c, id, |d| d["state"] == "done" || d["state"] == "failed").await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["bytes"], a.len() as u64);
+    assert_eq!(std::fs::read(dir.join("first.bin")).unwrap(), a);
+
+    // The second file always stalls; cancelling it removes what it wrote.
+    let urn_b = Sha1Urn::digest(&b).to_string();
+    let d2 = c
+        .post("/api/downloads", &json!({"search": sid, "urn": urn_b}))
+        .await
+        .unwrap();
+    let id2 = d2["id"].as_u64().unwrap();
+    loop {
+        if next_seen(&seen).await == Seen::Asked("second.bin") {
+            break;
+        }
+    }
+    let partial: Vec<String> = names_in(&dir);
+    assert!(
+        partial.iter().any(|n| n.starts_with(".second.bin")),
+        "a partial file while it runs: {partial:?}"
+    );
+    let cancelled = c.delete(&format!("/api/downloads/{id2}")).await.unwrap();
+    assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(next_seen(&seen).await, Seen::Dropped("second.bin"));
+    let mut left = names_in(&dir);
+    for _ in 0..200 {
+        if left == ["first.bin"] {
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+        left = names_in(&dir);
+    }
+    assert_eq!(left, ["first.bin"], "only the finished file is left");
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }

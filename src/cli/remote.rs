@@ -83,7 +83,7 @@ pub async fn status(s: &Settings, json_out: bool) -> Result<(), String> {
     let fw = &st["firewalled"];
     let _ = writeln!(
         o,
-        "firewalled    {} ({})",
+        "firewalled    {}: {}",
         if fw["firewalled"].as_bool() == Some(true) {
             "yes"
         } else {
@@ -102,7 +102,7 @@ pub async fn status(s: &Settings, json_out: bool) -> Result<(), String> {
         for p in r["parts"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 o,
-                "  {:<12} {:>3}/{:<3} {}",
+                "  {:<17} {:>3}/{:<3} {}",
                 str_of(&p["name"]),
                 num(&p["value"]),
                 num(&p["max"]),

@@ -34,8 +34,38 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 6] = [
+        State::Searching,
+        State::Downloading,
+        State::Paused,
+        State::Done,
+        State::Failed,
+        State::Cancelled,
+    ];
+
     fn finished(self) -> bool {
         matches!(self, State::Done | State::Failed | State::Cancelled)
+    }
+
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Searching => "searching",
+            State::Downloading => "downloading",
+            State::Paused => "paused",
+            State::Done => "done",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Stops a search when dropped, so a paused or cancelled source search stops too.
+struct SearchGuard<'a>(&'a Servent, crate::wire::Guid);
+
+impl Drop for SearchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.stop_search(&self.1);
     }
 }
 
@@ -251,6 +281,7 @@ impl Downloads {
 
     async fn find_sources(&self, urn: &Sha1Urn) -> Result<Spec, String> {
         let search = self.servent.search_urn(urn);
+        let _stop = SearchGuard(&self.servent, search.muid);
         let mut specs = Vec::new();
         let mut end = Instant::now() + SOURCE_WAIT;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
@@ -264,7 +295,6 @@ impl Downloads {
                 add_found(&mut specs, f);
             }
         }
-        self.servent.stop_search(&search.muid);
         specs.pop().ok_or_else(|| {
             format!(
                 "no source answered within {} s; try again later or add it from a search",

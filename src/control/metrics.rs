@@ -105,24 +105,9 @@ pub(super) fn render(ctl: &Control) -> String {
     );
     let downloads = ctl.downloads.list();
     o.family("downloads", "gauge", "Downloads by state.");
-    for state in [
-        "searching",
-        "downloading",
-        "paused",
-        "done",
-        "failed",
-        "cancelled",
-    ] {
-        let n = downloads
-            .iter()
-            .filter(|d| {
-                serde_json::to_value(d.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    == Some(state.to_string())
-            })
-            .count() as u64;
-        o.sample("downloads", &format!("state=\"{state}\""), n);
+    for state in super::downloads::State::ALL {
+        let n = downloads.iter().filter(|d| d.state == state).count() as u64;
+        o.sample("downloads", &format!("state=\"{}\"", state.as_str()), n);
     }
     o.one(
         "download_bytes",

@@ -101,6 +101,11 @@ impl Control {
         )
     }
 
+    /// Where downloads started through the API are saved.
+    pub fn download_dir(&self) -> &std::path::Path {
+        self.downloads.dir()
+    }
+
     pub fn servent(&self) -> &Servent {
         &self.servent
     }

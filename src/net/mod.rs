@@ -88,6 +88,9 @@ pub struct NodeConfig {
     /// Alive-ping interval and idle timeout, shortened by tests.
     pub alive_interval: Duration,
     pub idle_timeout: Duration,
+    /// How often an ultrapeer re-checks the QRP table it sends neighbour ultrapeers (about a
+    /// minute, PROTOCOL.md §6); shortened by tests.
+    pub up_qrp_interval: Duration,
 }
 
 impl NodeConfig {
@@ -110,6 +113,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             alive_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(180),
+            up_qrp_interval: overlay::upqrp::UP_QRP_INTERVAL,
         }
     }
 }
@@ -238,6 +242,7 @@ impl Node {
         ocfg.advertise = advertise;
         ocfg.alive_interval = cfg.alive_interval;
         ocfg.idle_timeout = cfg.idle_timeout;
+        ocfg.up_qrp_interval = cfg.up_qrp_interval;
         ocfg.auto_role = cfg.auto_role;
         ocfg.thresholds = cfg.thresholds.clone();
         // MUIDs must differ from one run to the next: peers remember them for up to an hour
@@ -836,6 +841,7 @@ async fn run_link(
         max_ttl: est.peer.max_ttl,
         ggep: est.peer.ggep,
         user_agent: est.peer.user_agent.clone().unwrap_or_default(),
+        up_qrp: est.peer_role == Role::Ultrapeer && est.peer.ultrapeer_query_routing,
     };
     debug!(
         "link {id} to {addr}: compression out {} in {}",

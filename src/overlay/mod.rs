@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod queue;
 pub mod reputation;
 pub mod routes;
+pub mod upqrp;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
@@ -78,6 +79,8 @@ pub struct Config {
     /// Seed of the generator for MUIDs. Fixed in the simulator so runs repeat; random in the
     /// network shell, since a restarted node must not reuse the MUIDs of its last run.
     pub seed: u64,
+    /// How often an ultrapeer re-checks its merged QRP table for neighbour ultrapeers.
+    pub up_qrp_interval: Duration,
     /// Switch between leaf and ultrapeer by reputation (`--role auto`); off when the user
     /// fixed the role.
     pub auto_role: bool,
@@ -100,6 +103,7 @@ impl Config {
             idle_timeout: Duration::from_secs(180),
             shared: (0, 0),
             seed: u64::from_le_bytes(servent.0[..8].try_into().expect("16 bytes")),
+            up_qrp_interval: upqrp::UP_QRP_INTERVAL,
             auto_role: false,
             thresholds: Thresholds::default(),
         }
@@ -120,6 +124,9 @@ pub struct ConnInfo {
     pub max_ttl: Option<u8>,
     pub ggep: bool,
     pub user_agent: String,
+    /// An ultrapeer that sent `X-Ultrapeer-Query-Routing`: it takes our merged table and may
+    /// send its own (last-hop QRP, PROTOCOL.md §6).
+    pub up_qrp: bool,
 }
 
 pub enum Event<'a> {
@@ -188,6 +195,9 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Stats {
     pub received: u64,
+    /// Queries handed to the local servent to answer (a leaf sees here what its table let
+    /// through).
+    pub queries_delivered: u64,
     pub queries_forwarded: u64,
     pub duplicates: u64,
     pub dropped_ttl: u64,
@@ -226,7 +236,8 @@ pub struct ConnSummary {
     pub user_agent: String,
     pub received: u64,
     pub connected_secs: u64,
-    /// Slots set in the leaf's QRP table, once one has arrived.
+    /// Slots set in the peer's QRP table (a leaf's, or an UP-QRP neighbour's), once one has
+    /// arrived.
     pub qrp_slots_set: Option<usize>,
 }
 
@@ -265,6 +276,7 @@ pub struct Overlay {
     cfg: Config,
     /// Our QRP table, sent to our ultrapeers when we are a leaf (PROTOCOL.md §6).
     local_table: Option<QrpTable>,
+    upqrp: upqrp::UpQrp,
     conns: HashMap<ConnId, Conn>,
     routes: RouteTable,
     push_routes: PushRoutes,
@@ -303,6 +315,7 @@ impl Overlay {
         Overlay {
             cfg,
             local_table: None,
+            upqrp: upqrp::UpQrp::default(),
             conns: HashMap::new(),
             routes: RouteTable::new(routes::ROUTE_CAPACITY, routes::ROUTE_LIFETIME),
             push_routes: PushRoutes::new(routes::PUSH_ROUTE_CAPACITY),
@@ -461,8 +474,7 @@ impl Overlay {
             msg: ms.to_vec().into(),
         });
         let ggep = info.ggep;
-        let qrp =
-            (self.cfg.role == Role::Ultrapeer && info.role == Role::Leaf).then(QrpReceiver::new);
+        let qrp = self.wants_table_from(&info).then(QrpReceiver::new);
         self.conns.insert(
             id,
             Conn {
@@ -512,11 +524,14 @@ impl Overlay {
         {
             self.send_table(id, out);
         }
+        self.up_qrp_connected(id, out);
     }
 
-    /// Sets our QRP table and, as a leaf, sends it to every ultrapeer.
+    /// Sets our QRP table and, as a leaf, sends it to every ultrapeer. An ultrapeer merges it
+    /// into the table its neighbours get at the next check.
     pub fn set_local_table(&mut self, table: QrpTable, out: &mut Vec<Action>) {
         self.local_table = Some(table);
+        self.up_qrp_changed();
         if self.cfg.role != Role::Leaf {
             return;
         }
@@ -545,6 +560,9 @@ impl Overlay {
     fn on_closed(&mut self, id: ConnId, now: Instant) {
         if let Some(c) = self.conns.remove(&id) {
             info!("disconnected from {} ({})", c.info.addr, c.info.role);
+            let leaf_table =
+                c.info.role == Role::Leaf && c.qrp.as_ref().and_then(QrpReceiver::table).is_some();
+            self.up_qrp_closed(id, leaf_table);
             self.reputation
                 .link_ended(now.saturating_duration_since(c.connected_at));
         }
@@ -765,6 +783,7 @@ impl Overlay {
             self.stats.duplicates += 1;
             return;
         }
+        self.stats.queries_delivered += 1;
         out.push(Action::Deliver(Delivery::Query {
             from: id,
             msg: whole(frame),
@@ -780,8 +799,12 @@ impl Overlay {
         };
         let hops = h.hops.0 + 1;
         let mut msg: Option<Arc<[u8]>> = None;
+        let mut keys = None;
         for (&cid, c) in &self.conns {
             if cid == id || c.info.role != Role::Ultrapeer || hops >= c.hops_flow {
+                continue;
+            }
+            if fwd_ttl == 1 && !self.last_hop_passes(c, q, &mut keys) {
                 continue;
             }
             let m = msg.get_or_insert_with(|| reframe(frame, fwd_ttl, hops));
@@ -921,20 +944,25 @@ impl Overlay {
 
     fn on_qrp(&mut self, id: ConnId, m: QrpMessage<'_>, out: &mut Vec<Action>) {
         let conn = self.conns.get_mut(&id).expect("checked by on_frame");
+        let from_leaf = conn.info.role == Role::Leaf;
         let Some(rx) = conn.qrp.as_mut() else {
-            // Only leaves send us tables; from anyone else QRP is ignored.
+            // Only leaves and UP-QRP ultrapeers send us tables; from anyone else QRP is ignored.
             return;
         };
-        let res: Result<(), QrpError> = match m {
+        let res: Result<bool, QrpError> = match m {
             QrpMessage::Reset(r) => {
                 rx.reset(&r);
-                Ok(())
+                Ok(false)
             }
-            QrpMessage::Patch(p) => rx.patch(&p).map(drop),
+            QrpMessage::Patch(p) => rx.patch(&p),
         };
-        if let Err(e) = res {
-            let reason = e.to_string();
-            self.close(id, bye_code::BAD_QRP, &reason, out);
+        match res {
+            Ok(true) if from_leaf => self.up_qrp_changed(),
+            Ok(_) => {}
+            Err(e) => {
+                let reason = e.to_string();
+                self.close(id, bye_code::BAD_QRP, &reason, out);
+            }
         }
     }
 
@@ -988,6 +1016,7 @@ impl Overlay {
             self.consider_role(now, out);
         }
         self.dial_more(now, out);
+        self.up_qrp_tick(now, out);
     }
 
     fn link_ages(&self, now: Instant) -> Vec<Duration> {
@@ -1045,6 +1074,7 @@ impl Overlay {
         let fresh = Config::new(to, self.cfg.servent);
         self.hosts.retry_all(now);
         self.cfg.role = to;
+        self.up_qrp_role_changed();
         self.cfg.want_ultrapeers = fresh.want_ultrapeers;
         self.cfg.alive_unanswered = fresh.alive_unanswered;
         match to {
@@ -1086,20 +1116,26 @@ impl Overlay {
         }
     }
 
-    /// Starts a search of our own: the query goes to every ultrapeer link with hops 0.
+    /// Starts a search of our own: the query goes to every ultrapeer link with hops 0 (with
+    /// TTL 1 it is on its last hop: UP-QRP neighbours get it only when their table matches).
     /// `payload` is an encoded Query payload. Returns its MUID, under which hits are delivered.
     pub fn search(&mut self, payload: &[u8], ttl: u8, now: Instant, out: &mut Vec<Action>) -> Guid {
         let muid = self.rng.guid();
         self.routes
             .record(muid, PayloadType::Query, Source::Local, now);
-        let msg = raw_descriptor(
-            muid,
-            PayloadType::Query,
-            ttl.min(self.cfg.max_ttl),
-            0,
-            payload,
-        );
+        let ttl = ttl.min(self.cfg.max_ttl);
+        let msg = raw_descriptor(muid, PayloadType::Query, ttl, 0, payload);
+        let last_hop = (ttl == 1)
+            .then(|| crate::wire::Query::decode(payload).ok())
+            .flatten();
+        let mut keys = None;
         for (&cid, c) in &self.conns {
+            if last_hop
+                .as_ref()
+                .is_some_and(|q| !self.last_hop_passes(c, q, &mut keys))
+            {
+                continue;
+            }
             if c.info.role == Role::Ultrapeer {
                 out.push(Action::Send {
                     to: cid,

@@ -16,6 +16,7 @@ fn info(port: u16, role: Role) -> ConnInfo {
         max_ttl: Some(4),
         ggep: true,
         user_agent: "test".into(),
+        up_qrp: role == Role::Ultrapeer,
     }
 }
 

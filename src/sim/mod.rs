@@ -99,6 +99,7 @@ impl Sim {
             max_ttl: Some(4),
             ggep: true,
             user_agent: "sim".into(),
+            up_qrp: role == Role::Ultrapeer,
         };
         let (ra, rb) = (self.nodes[a].role(), self.nodes[b].role());
         let now = self.now;
