@@ -643,6 +643,50 @@ fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
         );
     }
 
+    // A magnet link pasted in the search box downloads at once. Nobody has this file, so the
+    // download keeps looking for sources (the API's SOURCE_WAIT is 20 s), long enough to pause
+    // it, resume it and cancel it with the row's buttons.
+    let missing = Sha1Urn::digest(b"a file nobody shares");
+    let input = b.find("#search-input");
+    b.cmd("POST", &format!("/element/{input}/clear"), Some(json!({})));
+    b.type_into(&input, &format!("magnet:?xt={missing}&dn=missing.bin"));
+    b.click(&b.find("#search-button"));
+    let row = b.find(&format!(".download-row[data-urn=\"{missing}\"]"));
+    let state = |want: &str| {
+        wait_for(&format!("the magnet download to be {want}"), || {
+            let v = b.js(
+                "return arguments[0].dataset.state;",
+                json!([{ ELEMENT: row }]),
+            );
+            (v == json!(want)).then_some(())
+        })
+    };
+    let button = |class: &str| {
+        b.js(
+            "return arguments[0].querySelector(arguments[1]);",
+            json!([{ ELEMENT: row }, class]),
+        )[ELEMENT]
+            .as_str()
+            .expect("the row's button")
+            .to_owned()
+    };
+    state("searching");
+    let pause = button(".pause-button");
+    wait_for("the Pause button", || b.displayed(&pause).then_some(()));
+    b.click(&pause);
+    state("paused");
+    let resume = button(".resume-button");
+    assert!(b.displayed(&resume) && !b.displayed(&pause));
+    b.click(&resume);
+    state("searching");
+    b.click(&button(".cancel-button"));
+    state("cancelled");
+    assert!(
+        !b.displayed(&button(".cancel-button")),
+        "nothing left to cancel"
+    );
+    assert!(!net.downloads.join("missing.bin").exists());
+
     // A refused token brings the sign-in form back, saying so; the right one pasted there
     // opens the page again.
     b.js(

@@ -465,7 +465,7 @@ function drawResults() {
   const status = $('search-status');
   if (!s) {
     $('search-stop').hidden = true;
-    status.textContent = 'Type a few words of a file name and press Search.';
+    status.textContent = 'Type a few words of a file name and press Search, or paste a magnet link to download it.';
     return;
   }
   const groups = [...s.groups.values()].sort(
@@ -531,6 +531,15 @@ async function download(urn, button) {
     return;
   }
   button.textContent = 'Queued';
+  poll();
+}
+
+/** A pasted magnet link downloads at once: the servent finds the sources by its SHA-1. */
+async function downloadMagnet(magnet) {
+  const made = await act('The magnet link could not be downloaded', () => api('POST', '/api/downloads', { magnet }));
+  if (made === undefined) return;
+  $('search-input').value = '';
+  $('search-status').textContent = 'Downloading the magnet link: it is listed under Downloads.';
   poll();
 }
 
@@ -669,7 +678,8 @@ function init() {
   $('search-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const q = $('search-input').value.trim();
-    if (q) startSearch(q);
+    if (/^magnet:\?/i.test(q)) downloadMagnet(q);
+    else if (q) startSearch(q);
   });
   $('search-stop').addEventListener('click', () => stopSearch(true));
   $('rescan-button').addEventListener('click', rescan);
