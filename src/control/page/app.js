@@ -181,9 +181,43 @@ function signedIn() {
 
 // --- polling -----------------------------------------------------------------------------
 
-let pollTimer = null;
-let sharesTimer = null;
 let polling = false;
+
+/**
+ * A polling loop around `once`: the next round starts `interval()` ms after one ends, so a slow
+ * servent is never asked twice at once; calling it while a round runs asks for one more round
+ * right after, instead of starting a second loop.
+ */
+function poller(once, interval) {
+  let timer = null;
+  let running = false;
+  let again = false;
+  const run = async () => {
+    clearTimeout(timer);
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      await once();
+    } finally {
+      running = false;
+    }
+    if (again) {
+      again = false;
+      run();
+    } else if (polling) {
+      timer = setTimeout(run, interval());
+    }
+  };
+  run.stop = () => clearTimeout(timer);
+  return run;
+}
+
+// A tab nobody looks at asks less often.
+const poll = poller(pollOnce, () => (document.hidden ? HIDDEN_POLL_MS : POLL_MS));
+const pollShares = poller(sharesOnce, () => SHARES_POLL_MS);
 
 function startPolling() {
   polling = true;
@@ -193,12 +227,11 @@ function startPolling() {
 
 function stopPolling() {
   polling = false;
-  clearTimeout(pollTimer);
-  clearTimeout(sharesTimer);
+  poll.stop();
+  pollShares.stop();
 }
 
-async function poll() {
-  clearTimeout(pollTimer);
+async function pollOnce() {
   try {
     const [status, downloads, connections] = await Promise.all([
       api('GET', '/api/status'),
@@ -217,13 +250,9 @@ async function poll() {
     showError(e.message, true);
     $('summary').textContent = 'Not connected to the servent';
   }
-  // The next round starts after this one ends, so a slow servent is never asked twice at once;
-  // a tab nobody looks at asks less often.
-  if (polling) pollTimer = setTimeout(poll, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
 }
 
-async function pollShares() {
-  clearTimeout(sharesTimer);
+async function sharesOnce() {
   try {
     renderShares(await api('GET', '/api/shares'));
   } catch (e) {
@@ -231,10 +260,9 @@ async function pollShares() {
       signedOut(e.message);
       return;
     }
-    // poll() reports the servent being away; a shares error of its own is worth saying.
+    // pollOnce() reports the servent being away; a shares error of its own is worth saying.
     $('shares-summary').textContent = `Could not list the shared files: ${e.message}`;
   }
-  if (polling) sharesTimer = setTimeout(pollShares, SHARES_POLL_MS);
 }
 
 // --- status and connections --------------------------------------------------------------
@@ -342,7 +370,7 @@ async function rescan() {
   b.textContent = 'Rescanning…';
   await act('Rescan failed', async () => {
     await api('POST', '/api/shares/rescan', {});
-    await pollShares();
+    await sharesOnce();
   });
   b.disabled = false;
   b.textContent = 'Rescan';
