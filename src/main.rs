@@ -184,6 +184,10 @@ struct RunArgs {
     #[argh(option)]
     max_leaves: Option<usize>,
 
+    /// ultrapeer links to keep as a leaf (default 3)
+    #[argh(option)]
+    ultrapeers: Option<usize>,
+
     /// auto, leaf or ultrapeer (default auto: start as a leaf, become an ultrapeer once
     /// reachable, up for an hour and proven as an uploader, when the network needs one)
     #[argh(option)]
@@ -247,6 +251,7 @@ impl RunArgs {
             role: self.role.clone(),
             max_peers: self.max_peers,
             max_leaves: self.max_leaves,
+            ultrapeers: self.ultrapeers,
             upload_slots: self.upload_slots,
             firewalled: self.firewalled.then_some(true),
             compress: self.no_compress.then_some(false),

@@ -47,6 +47,7 @@ pub fn servent_config(s: &Settings) -> Result<ServentConfig, String> {
     cfg.auto_role = s.role.is_auto();
     cfg.max_ultrapeers = s.max_peers;
     cfg.max_leaves = s.max_leaves;
+    cfg.leaf_ultrapeers = s.ultrapeers;
     cfg.compress = s.compress;
     cfg.bootstrap = if !s.bootstrap {
         Vec::new()

@@ -39,6 +39,8 @@ pub struct Layer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_leaves: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub ultrapeers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_slots: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub firewalled: Option<bool>,
@@ -74,6 +76,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("role", Kind::Text, "auto"),
     ("max_peers", Kind::Number, "32"),
     ("max_leaves", Kind::Number, "30"),
+    ("ultrapeers", Kind::Number, "3"),
     ("upload_slots", Kind::Number, "4"),
     ("firewalled", Kind::Bool, "observed"),
     ("compress", Kind::Bool, "true"),
@@ -118,6 +121,8 @@ pub struct Settings {
     pub role: RoleMode,
     pub max_peers: usize,
     pub max_leaves: usize,
+    /// Ultrapeer links kept as a leaf.
+    pub ultrapeers: usize,
     pub upload_slots: usize,
     /// `None`: observed (firewalled until a connection from outside arrives).
     pub firewalled: Option<bool>,
@@ -296,6 +301,13 @@ impl Settings {
             .download_dir
             .clone()
             .unwrap_or_else(|| dirs::download_dir().unwrap_or_else(|| data_dir.join("downloads")));
+        let ultrapeers = layer.ultrapeers.unwrap_or(3);
+        if ultrapeers == 0 {
+            return Err(format!(
+                "{}: a leaf needs at least 1 ultrapeer link (3 is usual)",
+                place("ultrapeers")
+            ));
+        }
         let upload_slots = layer.upload_slots.unwrap_or(4);
         if upload_slots == 0 {
             return Err(format!(
@@ -312,6 +324,7 @@ impl Settings {
             role,
             max_peers: layer.max_peers.unwrap_or(32),
             max_leaves: layer.max_leaves.unwrap_or(30),
+            ultrapeers,
             upload_slots,
             firewalled: layer.firewalled,
             compress: layer.compress.unwrap_or(true),
@@ -351,6 +364,7 @@ impl Settings {
             role: Some(self.role.to_string()),
             max_peers: Some(self.max_peers),
             max_leaves: Some(self.max_leaves),
+            ultrapeers: Some(self.ultrapeers),
             upload_slots: Some(self.upload_slots),
             firewalled: self.firewalled,
             compress: Some(self.compress),
@@ -430,6 +444,7 @@ mod tests {
             role: Some(String::new()),
             max_peers: Some(0),
             max_leaves: Some(0),
+            ultrapeers: Some(0),
             upload_slots: Some(0),
             firewalled: Some(false),
             compress: Some(false),

@@ -76,6 +76,8 @@ pub struct NodeConfig {
     pub max_leaves: usize,
     /// Ultrapeer links to dial for; `None` for the role's default.
     pub want_ultrapeers: Option<usize>,
+    /// Ultrapeer links to keep as a leaf (3).
+    pub leaf_ultrapeers: usize,
     pub compress: bool,
     /// Accept loopback and private addresses as peers (on by default when listening on one).
     pub accept_private: bool,
@@ -106,6 +108,7 @@ impl NodeConfig {
             max_ultrapeers: 32,
             max_leaves: 30,
             want_ultrapeers: None,
+            leaf_ultrapeers: 3,
             compress: true,
             accept_private: ip.is_loopback() || ip.is_private(),
             advertise: None,
@@ -235,6 +238,10 @@ impl Node {
         let mut ocfg = overlay::Config::new(cfg.role, servent);
         ocfg.max_ultrapeers = cfg.max_ultrapeers;
         ocfg.max_leaves = cfg.max_leaves;
+        ocfg.leaf_ultrapeers = cfg.leaf_ultrapeers.max(1);
+        if cfg.role == Role::Leaf {
+            ocfg.want_ultrapeers = ocfg.leaf_ultrapeers;
+        }
         if let Some(w) = cfg.want_ultrapeers {
             ocfg.want_ultrapeers = w;
         }
