@@ -440,6 +440,70 @@ mod tests {
         assert_eq!(QhdFlags::from_ab(a, b), f);
     }
 
+    /// The field-by-field walk `Results::parse` replaced: `split_result` per result.
+    fn parse_by_fields(i: &[u8], count: u8) -> Result<(&[u8], &[u8]), WireError> {
+        let mut rest = i;
+        for parsed in 0..count {
+            rest = match split_result(rest) {
+                Ok((r, _)) => r,
+                Err(WireError::Truncated { .. } | WireError::MissingNul { .. }) => {
+                    return Err(WireError::HitCountOverrun { count, parsed });
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(i.split_at(i.len() - rest.len()))
+    }
+
+    #[test]
+    fn the_bitmask_walk_agrees_with_the_field_by_field_walk() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        // Extension areas: none, text, valid GGEP, malformed GGEP, 0xC3 inside text.
+        let areas: [&[u8]; 7] = [
+            b"",
+            b"urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",
+            b"\xc3\x81M\x41\x04",
+            b"urn:\x1c\xc3\x82LF\x41\x05",
+            b"\xc3\x81M\x45\x04",
+            b"<a>\xc3\xa9</a>",
+            b"\xc3\x90A\x40",
+        ];
+        for _ in 0..5000 {
+            let mut buf = Vec::new();
+            for _ in 0..next(8) {
+                buf.extend_from_slice(&(next(1 << 20) as u64).to_le_bytes());
+                for _ in 0..next(90) {
+                    buf.push([b'a', b'_', 0xC3, 0xA9, 0x1C][next(5)]);
+                }
+                buf.push(0);
+                buf.extend_from_slice(areas[next(areas.len())]);
+                buf.push(0);
+            }
+            buf.extend_from_slice(&[0x01; 16][..next(17)]);
+            if next(3) == 0 {
+                let cut = next(buf.len() + 1);
+                buf.truncate(cut);
+            }
+            if next(4) == 0 && !buf.is_empty() {
+                let at = next(buf.len());
+                buf[at] = [0, 0xC3, 0x1C, 0x41][next(4)];
+            }
+            let count = next(10) as u8;
+            let fast = Results::parse(&buf, count).map(|(r, rest)| (r.raw, rest));
+            assert_eq!(
+                fast,
+                parse_by_fields(&buf, count),
+                "{count} results in {buf:02x?}"
+            );
+        }
+    }
+
     #[test]
     fn short_trailers_are_kept_as_unknown() {
         assert_eq!(Trailer::parse(b"GTK"), Trailer::Unknown(b"GTK"));
