@@ -1,11 +1,11 @@
-//! Byte searches tuned for the short fields of descriptors: a query's criteria, an extension
-//! item, a hit result's name and extension area are a few to a few dozen bytes. There
-//! `memchr`'s dispatch and set-up cost more than the search itself, so the first
-//! [`SHORT`] bytes are scanned a word (8 bytes) at a time; anything longer goes on with
-//! `memchr`, which wins once the haystack is long.
+//! Byte searches tuned for the short fields of descriptors: a query's criteria and its
+//! extension items are a few to a few dozen bytes. There `memchr`'s dispatch and set-up cost
+//! more than the search itself, so the first [`SHORT`] bytes are scanned a word (8 bytes) at a
+//! time; anything longer goes on with `memchr`, which wins once the haystack is long.
 //!
-//! Hit results get [`Marks`]: a bitmask of the NUL and 0xC3 bytes of the whole results area,
-//! 64 bytes at a time.
+//! Hit results, twenty such fields back to back, get [`Marks`] instead: a bitmask of the NUL
+//! and 0xC3 bytes of the whole results area, 64 bytes at a time. (The word search was slower
+//! there than `memchr`: names and `urn:sha1` areas run past [`SHORT`] and pay for both.)
 //!
 //! A word `w` holds the needle in a byte exactly where `w ^ needle×8` has a zero byte. The
 //! classic test `(x - 0x01…) & !x & 0x80…` sets the high bit of every zero byte, and may also
