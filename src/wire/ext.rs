@@ -12,6 +12,7 @@ use serde::{Serialize, Serializer};
 
 use super::error::WireError;
 use super::ggep::{Ggep, MAGIC};
+use super::scan;
 use super::types::Text;
 use super::urn::Sha1Urn;
 
@@ -80,7 +81,7 @@ impl<'a> Extensions<'a> {
             rest = match rest.first() {
                 None => return Ok(Extensions { raw }),
                 Some(&MAGIC) => Ggep::parse_block(rest)?.1,
-                Some(_) => &rest[memchr::memchr2(SEPARATOR, 0, rest).unwrap_or(rest.len())..],
+                Some(_) => &rest[scan::either(rest, SEPARATOR, 0).unwrap_or(rest.len())..],
             };
         }
     }

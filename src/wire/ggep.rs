@@ -71,7 +71,9 @@ impl<'a> RawExt<'a> {
         })
     }
 
-    /// COBS framing must be sound, and a deflated value must inflate within the cap.
+    /// COBS framing must be sound, and a deflated value must inflate within the cap. Only
+    /// called for values that are COBS-encoded or deflated; a plain value has nothing to check.
+    #[cold]
     fn validate(&self) -> Result<(), GgepError> {
         let cobs = self.flags & FLAG_COBS != 0;
         if self.flags & FLAG_DEFLATE != 0 {
@@ -89,6 +91,7 @@ impl<'a> RawExt<'a> {
     }
 }
 
+#[inline]
 fn split_ext(input: &[u8]) -> Result<RawExt<'_>, GgepError> {
     let (&flags, rest) = input.split_first().ok_or(GgepError::Unterminated)?;
     let id_len = (flags & ID_LEN_MASK) as usize;
@@ -98,13 +101,32 @@ fn split_ext(input: &[u8]) -> Result<RawExt<'_>, GgepError> {
     if flags & FLAG_RESERVED != 0 {
         return Err(GgepError::ReservedFlag);
     }
-    if rest.len() < id_len {
-        return Err(GgepError::Unterminated);
-    }
-    let (id, mut rest) = rest.split_at(id_len);
+    let (id, rest) = rest
+        .split_at_checked(id_len)
+        .ok_or(GgepError::Unterminated)?;
     if !id.iter().all(|b| is_id_byte(*b)) {
         return Err(GgepError::BadId);
     }
+    let (len, rest) = match rest.split_first() {
+        // One length byte (values under 64) is by far the most common: flags `last`, no `more`.
+        Some((&b, r)) if b & 0xC0 == 0x40 => ((b & 0x3F) as usize, r),
+        _ => long_len(rest)?,
+    };
+    let (data, rest) = rest.split_at_checked(len).ok_or(GgepError::LengthPastEnd {
+        len,
+        available: rest.len(),
+    })?;
+    Ok(RawExt {
+        flags,
+        id,
+        data,
+        rest,
+    })
+}
+
+/// The 1–3 byte length field in general: each byte has exactly one of `more` (0x80) and
+/// `last` (0x40), and the field ends at `last`.
+fn long_len(mut rest: &[u8]) -> Result<(usize, &[u8]), GgepError> {
     let mut len = 0usize;
     for i in 0.. {
         if i == 3 {
@@ -122,19 +144,7 @@ fn split_ext(input: &[u8]) -> Result<RawExt<'_>, GgepError> {
             break;
         }
     }
-    if len > rest.len() {
-        return Err(GgepError::LengthPastEnd {
-            len,
-            available: rest.len(),
-        });
-    }
-    let (data, rest) = rest.split_at(len);
-    Ok(RawExt {
-        flags,
-        id,
-        data,
-        rest,
-    })
+    Ok((len, rest))
 }
 
 /// gtk-gnutella refuses NUL, control and non-ASCII bytes in IDs; space through `~` pass
@@ -236,6 +246,7 @@ impl<'a> Ggep<'a> {
         Ok(Ggep { raw: input })
     }
 
+    #[inline]
     fn walk_block(input: &'a [u8], count: &mut usize) -> Result<&'a [u8], GgepError> {
         let mut rest = match input.split_first() {
             Some((&MAGIC, r)) => r,
@@ -249,7 +260,9 @@ impl<'a> Ggep<'a> {
                     max: MAX_EXTENSIONS,
                 });
             }
-            raw.validate()?;
+            if raw.flags & (FLAG_COBS | FLAG_DEFLATE) != 0 {
+                raw.validate()?;
+            }
             rest = raw.rest;
             if raw.last() {
                 return Ok(rest);

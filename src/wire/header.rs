@@ -35,8 +35,27 @@ pub enum PayloadType {
     Other(u8),
 }
 
+/// [`PayloadType::from_byte`] and [`PayloadType::cap`] of every type byte, looked up rather
+/// than matched: the framer runs once per descriptor, and in a mixed stream a `match` on the
+/// type byte is a jump that mispredicts about as often as the type changes.
+static BY_BYTE: [(PayloadType, u32); 256] = {
+    let mut t = [(PayloadType::Ping, 0); 256];
+    let mut i = 0;
+    while i < 256 {
+        let kind = PayloadType::match_byte(i as u8);
+        t[i] = (kind, kind.cap());
+        i += 1;
+    }
+    t
+};
+
 impl PayloadType {
+    #[inline]
     pub fn from_byte(b: u8) -> Self {
+        BY_BYTE[b as usize].0
+    }
+
+    const fn match_byte(b: u8) -> Self {
         match b {
             0x00 => Self::Ping,
             0x01 => Self::Pong,
@@ -67,7 +86,7 @@ impl PayloadType {
     }
 
     /// The largest payload accepted for this type; see the constants above.
-    pub fn cap(self) -> u32 {
+    pub const fn cap(self) -> u32 {
         match self {
             Self::Query => MAX_QUERY,
             Self::QueryHit => MAX_PAYLOAD,
@@ -130,14 +149,14 @@ impl Header {
     pub fn parse(b: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
         let mut muid = [0u8; 16];
         muid.copy_from_slice(&b[..16]);
+        let (kind, cap) = BY_BYTE[b[16] as usize];
         let header = Header {
             muid: Guid(muid),
-            kind: PayloadType::from_byte(b[16]),
+            kind,
             ttl: Ttl(b[17]),
             hops: Hops(b[18]),
             len: u32::from_le_bytes([b[19], b[20], b[21], b[22]]),
         };
-        let cap = header.kind.cap();
         if header.len > cap {
             return Err(WireError::PayloadTooLarge {
                 kind: header.kind,

@@ -4,16 +4,14 @@
 
 use std::net::SocketAddrV4;
 
-use nom::Parser;
-use nom::bytes::complete::take;
-use nom::number::complete::{le_u16, le_u32, u8 as byte};
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
 use super::error::WireError;
 use super::ext::Extensions;
 use super::ggep::{Ggep, MAGIC};
-use super::simple::{cstr, fixed};
+use super::scan::Marks;
+use super::simple::cstr;
 use super::types::{FileIndex, ServentId, Text, VendorCode, addr_from_parts, ser_hex};
 
 /// One shared file in a hit.
@@ -77,18 +75,36 @@ pub struct Results<'a> {
 
 impl<'a> Results<'a> {
     /// Validates `count` results at the start of `i`; returns them and the bytes after.
+    ///
+    /// The same checks as [`split_result`] on each result in turn, with the same errors, but
+    /// the NULs that end names and extension areas are found in one [`Marks`] walk over the
+    /// area rather than by a search per field.
     fn parse(i: &'a [u8], count: u8) -> Result<(Self, &'a [u8]), WireError> {
-        let mut rest = i;
+        let overrun = |parsed| WireError::HitCountOverrun { count, parsed };
+        let mut marks = Marks::new(i);
+        let mut at = 0;
         for parsed in 0..count {
-            rest = match split_result(rest) {
-                Ok((r, _)) => r,
-                Err(WireError::Truncated { .. } | WireError::MissingNul { .. }) => {
-                    return Err(WireError::HitCountOverrun { count, parsed });
+            // Index and size, then the name's NUL.
+            let name_at = at + 8;
+            if name_at > i.len() {
+                return Err(overrun(parsed));
+            }
+            let name_end = marks.nul(name_at).ok_or(overrun(parsed))?;
+            // Only a GGEP item can be malformed, and one starts with 0xC3. When the area's NUL
+            // comes before any 0xC3, finding it both ends the area and proves it valid;
+            // otherwise the area is walked item by item.
+            let ext_at = name_end + 1;
+            at = match marks.first(ext_at) {
+                Some(n) if i[n] == 0 => n + 1,
+                _ => {
+                    let area = &i[ext_at..];
+                    let n = super::scan::nul(area).ok_or(overrun(parsed))?;
+                    Extensions::parse(&area[..n])?;
+                    ext_at + n + 1
                 }
-                Err(e) => return Err(e),
             };
         }
-        let raw = &i[..i.len() - rest.len()];
+        let (raw, rest) = i.split_at(at);
         Ok((Results { raw, count }, rest))
     }
 
@@ -315,13 +331,12 @@ impl<'a> Trailer<'a> {
         if t.is_empty() {
             return Trailer::None;
         }
-        let parsed = (take::<_, _, nom::error::Error<&[u8]>>(4usize), byte)
-            .parse(t)
-            .ok()
-            .and_then(|(rest, (vendor, open)): (&[u8], (&[u8], u8))| {
+        let parsed = t
+            .split_first_chunk::<5>()
+            .and_then(|(&[v0, v1, v2, v3, open], rest)| {
                 let (open_data, private) = rest.split_at_checked(open as usize)?;
                 Some(Trailer::Qhd(Qhd {
-                    vendor: VendorCode(vendor.try_into().ok()?),
+                    vendor: VendorCode([v0, v1, v2, v3]),
                     open_data,
                     private,
                 }))
@@ -362,16 +377,19 @@ pub struct QueryHit<'a> {
 
 impl<'a> QueryHit<'a> {
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
-        let (rest, (count, port, ip, speed)) =
-            fixed((byte, le_u16, take(4usize), le_u32).parse(p), "query hit")?;
+        let Some((&[count, p0, p1, i0, i1, i2, i3, s0, s1, s2, s3], rest)) =
+            p.split_first_chunk::<11>()
+        else {
+            return Err(WireError::Truncated { what: "query hit" });
+        };
         let (results, rest) = Results::parse(rest, count)?;
         let Some(split) = rest.len().checked_sub(16) else {
             return Err(WireError::HitTrailerTruncated { len: rest.len() });
         };
         let (trailer, guid) = rest.split_at(split);
         Ok(QueryHit {
-            addr: addr_from_parts(ip.try_into().expect("took 4"), port),
-            speed,
+            addr: addr_from_parts([i0, i1, i2, i3], u16::from_le_bytes([p0, p1])),
+            speed: u32::from_le_bytes([s0, s1, s2, s3]),
             results,
             trailer: Trailer::parse(trailer),
             servent: ServentId(guid.try_into().expect("split at len-16")),
@@ -420,6 +438,70 @@ mod tests {
         assert_eq!(f.to_ab(), [0x2d, 0x29]);
         let [a, b] = f.to_ab();
         assert_eq!(QhdFlags::from_ab(a, b), f);
+    }
+
+    /// The field-by-field walk `Results::parse` replaced: `split_result` per result.
+    fn parse_by_fields(i: &[u8], count: u8) -> Result<(&[u8], &[u8]), WireError> {
+        let mut rest = i;
+        for parsed in 0..count {
+            rest = match split_result(rest) {
+                Ok((r, _)) => r,
+                Err(WireError::Truncated { .. } | WireError::MissingNul { .. }) => {
+                    return Err(WireError::HitCountOverrun { count, parsed });
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(i.split_at(i.len() - rest.len()))
+    }
+
+    #[test]
+    fn the_bitmask_walk_agrees_with_the_field_by_field_walk() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        // Extension areas: none, text, valid GGEP, malformed GGEP, 0xC3 inside text.
+        let areas: [&[u8]; 7] = [
+            b"",
+            b"urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5",
+            b"\xc3\x81M\x41\x04",
+            b"urn:\x1c\xc3\x82LF\x41\x05",
+            b"\xc3\x81M\x45\x04",
+            b"<a>\xc3\xa9</a>",
+            b"\xc3\x90A\x40",
+        ];
+        for _ in 0..5000 {
+            let mut buf = Vec::new();
+            for _ in 0..next(8) {
+                buf.extend_from_slice(&(next(1 << 20) as u64).to_le_bytes());
+                for _ in 0..next(90) {
+                    buf.push([b'a', b'_', 0xC3, 0xA9, 0x1C][next(5)]);
+                }
+                buf.push(0);
+                buf.extend_from_slice(areas[next(areas.len())]);
+                buf.push(0);
+            }
+            buf.extend_from_slice(&[0x01; 16][..next(17)]);
+            if next(3) == 0 {
+                let cut = next(buf.len() + 1);
+                buf.truncate(cut);
+            }
+            if next(4) == 0 && !buf.is_empty() {
+                let at = next(buf.len());
+                buf[at] = [0, 0xC3, 0x1C, 0x41][next(4)];
+            }
+            let count = next(10) as u8;
+            let fast = Results::parse(&buf, count).map(|(r, rest)| (r.raw, rest));
+            assert_eq!(
+                fast,
+                parse_by_fields(&buf, count),
+                "{count} results in {buf:02x?}"
+            );
+        }
     }
 
     #[test]

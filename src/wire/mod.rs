@@ -15,6 +15,7 @@ pub mod header;
 pub mod hit;
 pub mod qrp;
 pub mod query;
+mod scan;
 pub mod simple;
 pub mod types;
 pub mod urn;
@@ -65,7 +66,7 @@ impl<'a> Payload<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn decode(kind: PayloadType, p: &'a [u8]) -> Result<Self, WireError> {
         Ok(match kind {
             PayloadType::Ping => Payload::Ping(Ping::decode(p)?),
@@ -107,7 +108,7 @@ pub struct Descriptor<'a> {
 }
 
 impl<'a> Descriptor<'a> {
-    #[inline]
+    #[inline(always)]
     pub fn decode(frame: &Frame<'a>) -> Result<Self, WireError> {
         Ok(Descriptor {
             muid: frame.header.muid,

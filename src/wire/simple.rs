@@ -4,8 +4,7 @@
 use std::net::SocketAddrV4;
 
 use nom::Parser;
-use nom::bytes::complete::take;
-use nom::number::complete::{le_u16, le_u32};
+use nom::number::complete::le_u16;
 use serde::Serialize;
 
 use super::error::WireError;
@@ -26,12 +25,14 @@ pub(crate) fn fixed<'a, O>(
 }
 
 /// Splits a NUL-terminated string off `i`.
+#[inline]
 pub(crate) fn cstr<'a>(i: &'a [u8], what: &'static str) -> Result<(&'a [u8], Text<'a>), WireError> {
-    let n = memchr::memchr(0, i).ok_or(WireError::MissingNul { what })?;
+    let n = super::scan::nul(i).ok_or(WireError::MissingNul { what })?;
     Ok((&i[n + 1..], Text(&i[..n])))
 }
 
 /// The tail after a fixed part: nothing, or GGEP blocks only.
+#[inline]
 fn ggep_tail<'a>(tail: &'a [u8], what: &'static str) -> Result<Option<Ggep<'a>>, WireError> {
     if tail.is_empty() {
         return Ok(None);
@@ -88,12 +89,15 @@ pub struct Pong<'a> {
 impl<'a> Pong<'a> {
     #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
-        let (tail, (port, ip, files, kbytes)) =
-            fixed((le_u16, take(4usize), le_u32, le_u32).parse(p), "pong")?;
+        let Some((&[p0, p1, i0, i1, i2, i3, f0, f1, f2, f3, k0, k1, k2, k3], tail)) =
+            p.split_first_chunk::<14>()
+        else {
+            return Err(WireError::Truncated { what: "pong" });
+        };
         Ok(Pong {
-            addr: addr_from_parts(ip.try_into().expect("took 4"), port),
-            files,
-            kbytes,
+            addr: addr_from_parts([i0, i1, i2, i3], u16::from_le_bytes([p0, p1])),
+            files: u32::from_le_bytes([f0, f1, f2, f3]),
+            kbytes: u32::from_le_bytes([k0, k1, k2, k3]),
             ggep: ggep_tail(tail, "pong")?,
         })
     }
@@ -120,14 +124,18 @@ pub struct Push<'a> {
 impl<'a> Push<'a> {
     #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
-        let (tail, (guid, index, ip, port)) = fixed(
-            (take(16usize), le_u32, take(4usize), le_u16).parse(p),
-            "push",
-        )?;
+        let Some((target, rest)) = p.split_first_chunk::<16>() else {
+            return Err(WireError::Truncated { what: "push" });
+        };
+        let Some((&[x0, x1, x2, x3, i0, i1, i2, i3, p0, p1], tail)) =
+            rest.split_first_chunk::<10>()
+        else {
+            return Err(WireError::Truncated { what: "push" });
+        };
         Ok(Push {
-            target: ServentId(guid.try_into().expect("took 16")),
-            index: FileIndex(index),
-            addr: addr_from_parts(ip.try_into().expect("took 4"), port),
+            target: ServentId(*target),
+            index: FileIndex(u32::from_le_bytes([x0, x1, x2, x3])),
+            addr: addr_from_parts([i0, i1, i2, i3], u16::from_le_bytes([p0, p1])),
             ggep: ggep_tail(tail, "push")?,
         })
     }
