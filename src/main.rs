@@ -10,6 +10,7 @@ use servent::cli;
 use servent::handshake::Role;
 use servent::net::bootstrap::Service;
 use servent::net::{NodeConfig, store};
+use servent::overlay::RoleMode;
 use servent::servent::{Servent, ServentConfig};
 use servent::wire::{self, Descriptor, Framed};
 use std::time::Duration;
@@ -149,9 +150,10 @@ struct RunArgs {
     #[argh(option, default = "30")]
     max_leaves: usize,
 
-    /// leaf or ultrapeer (default leaf)
-    #[argh(option, default = "Role::Leaf", from_str_fn(parse_role))]
-    role: Role,
+    /// auto, leaf or ultrapeer (default auto: start as a leaf, become an ultrapeer once
+    /// reachable, up for an hour and proven as an uploader, when the network needs one)
+    #[argh(option, default = "RoleMode::Auto")]
+    role: RoleMode,
 
     /// do not offer deflate link compression
     #[argh(switch)]
@@ -187,14 +189,6 @@ struct RunArgs {
     /// uploads served at once (default 4)
     #[argh(option, default = "4")]
     upload_slots: usize,
-}
-
-fn parse_role(s: &str) -> Result<Role, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "leaf" => Ok(Role::Leaf),
-        "ultrapeer" | "up" => Ok(Role::Ultrapeer),
-        _ => Err(format!("unknown role {s:?}: use leaf or ultrapeer")),
-    }
 }
 
 /// Decode Gnutella descriptors given as hex and print each as JSON.
@@ -268,7 +262,8 @@ fn run(args: RunArgs) -> Result<(), String> {
             .iter()
             .any(|p| p.ip().is_loopback() || p.ip().is_private());
     cfg.peers = peers;
-    cfg.role = args.role;
+    cfg.role = args.role.initial();
+    cfg.auto_role = args.role.is_auto();
     cfg.max_ultrapeers = args.max_peers;
     cfg.max_leaves = args.max_leaves;
     cfg.compress = !args.no_compress;

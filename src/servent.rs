@@ -15,7 +15,7 @@ use futures_lite::AsyncWriteExt;
 use log::{info, warn};
 
 use crate::net::{Incoming, Node, NodeConfig};
-use crate::overlay::Delivery;
+use crate::overlay::{Delivery, Observation};
 use crate::share::hits::{Responder, query_hits};
 use crate::share::{HashCache, Library};
 use crate::transfer::download::{self, PushWaiters, Source, Spec};
@@ -96,6 +96,9 @@ pub fn specs(found: &[Found]) -> Vec<Spec> {
 const QRP_BITS: u8 = 16;
 /// Hits buffered per search before the searcher reads them; more are dropped.
 const SEARCH_QUEUE: usize = 1024;
+/// Upload counters are given to the reputation this often; its bandwidth is the best rate
+/// over such a window.
+const UPLOAD_SAMPLE: Duration = Duration::from_secs(5);
 /// A Push callback must connect within this.
 const PUSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -150,6 +153,18 @@ pub struct Search {
     pub hits: Receiver<Arc<[u8]>>,
 }
 
+/// Feeds the upload counters to the node's reputation (bandwidth, uploads served).
+async fn sample_uploads(node: Node, uploads: Arc<Uploads>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        node.observe(Observation::Uploads {
+            bytes: uploads.bytes_sent.load(Ordering::Relaxed),
+            completed: uploads.completed.load(Ordering::Relaxed),
+        });
+        task::sleep(UPLOAD_SAMPLE).await;
+    }
+}
+
 struct Handler(Arc<Shared>);
 
 impl Incoming for Handler {
@@ -199,7 +214,11 @@ impl Servent {
             data_dir,
         });
         node.set_incoming(Arc::new(Handler(shared.clone())));
+        if let Some(f) = cfg.firewalled {
+            node.observe(Observation::Firewalled(f));
+        }
         task::spawn(deliveries(shared.clone()));
+        task::spawn(sample_uploads(node.clone(), shared.uploads.clone()));
         let servent = Servent { shared };
         if let Some(every) = cfg.rescan_every {
             let s = servent.clone();
@@ -345,9 +364,14 @@ impl Servent {
             .unwrap_or_else(|e| e.into_inner())
             .len();
         let stats = self.shared.node.stats();
+        let rep = self.shared.node.reputation();
         format!(
-            "{} links ({ups} ultrapeers, {} leaves), sharing {files} files, {} uploads done, \
-             {} MB sent, {} queries routed, {}",
+            "{}; reputation {}/{}: {}; {} links ({ups} ultrapeers, {} leaves), sharing {files} \
+             files, {} uploads done, {} MB sent, {} queries routed, {}",
+            self.shared.node.role(),
+            rep.score,
+            rep.threshold,
+            rep.summary,
             links.len(),
             links.len() - ups,
             self.shared

@@ -68,6 +68,10 @@ pub struct NodeConfig {
     pub peers: Vec<SocketAddrV4>,
     pub data_dir: PathBuf,
     pub role: Role,
+    /// Switch between leaf and ultrapeer by reputation, starting from `role`.
+    pub auto_role: bool,
+    /// When `auto_role` promotes and demotes (eased by tests).
+    pub thresholds: overlay::Thresholds,
     pub max_ultrapeers: usize,
     pub max_leaves: usize,
     /// Ultrapeer links to dial for; `None` for the role's default.
@@ -84,6 +88,9 @@ pub struct NodeConfig {
     /// Alive-ping interval and idle timeout, shortened by tests.
     pub alive_interval: Duration,
     pub idle_timeout: Duration,
+    /// How often an ultrapeer re-checks the QRP table it sends neighbour ultrapeers (about a
+    /// minute, PROTOCOL.md §6); shortened by tests.
+    pub up_qrp_interval: Duration,
 }
 
 impl NodeConfig {
@@ -94,6 +101,8 @@ impl NodeConfig {
             peers: Vec::new(),
             data_dir,
             role: Role::Leaf,
+            auto_role: false,
+            thresholds: overlay::Thresholds::default(),
             max_ultrapeers: 32,
             max_leaves: 30,
             want_ultrapeers: None,
@@ -104,6 +113,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             alive_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(180),
+            up_qrp_interval: overlay::upqrp::UP_QRP_INTERVAL,
         }
     }
 }
@@ -215,6 +225,9 @@ impl Node {
         ocfg.advertise = advertise;
         ocfg.alive_interval = cfg.alive_interval;
         ocfg.idle_timeout = cfg.idle_timeout;
+        ocfg.up_qrp_interval = cfg.up_qrp_interval;
+        ocfg.auto_role = cfg.auto_role;
+        ocfg.thresholds = cfg.thresholds.clone();
         // MUIDs must differ from one run to the next: peers remember them for up to an hour
         // and would drop a restarted node's queries as duplicates.
         ocfg.seed = u64::from_le_bytes(Guid::random().0[..8].try_into().expect("16 bytes"));
@@ -327,6 +340,28 @@ impl Node {
         sent
     }
 
+    /// Tells the core something bearing on our reputation.
+    pub fn observe(&self, o: overlay::Observation) {
+        observe(&self.inner, o);
+    }
+
+    /// Our reputation and its parts, in words.
+    pub fn reputation(&self) -> overlay::Score {
+        lock(&self.inner.core).reputation(Instant::now())
+    }
+
+    /// Our current role (it changes under `--role auto`).
+    pub fn role(&self) -> Role {
+        lock(&self.inner.core).role()
+    }
+
+    /// Switches role now, as `--role auto` would (tests, and a user's command).
+    pub fn switch_role(&self, to: Role, reason: &str) {
+        let mut out = Vec::new();
+        lock(&self.inner.core).switch_role(to, reason.to_string(), Instant::now(), &mut out);
+        dispatch(&self.inner, out);
+    }
+
     pub fn servent(&self) -> ServentId {
         lock(&self.inner.core).servent()
     }
@@ -410,6 +445,12 @@ impl Node {
             let _ = l.stream.shutdown(Shutdown::Both);
         }
     }
+}
+
+fn observe(inner: &Arc<Inner>, o: overlay::Observation) {
+    let mut out = Vec::new();
+    lock(&inner.core).handle(Event::Observed(o), Instant::now(), &mut out);
+    dispatch(inner, out);
 }
 
 fn save_hosts(inner: &Inner) {
@@ -617,6 +658,7 @@ async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
         && !inner.reachable.swap(true, Ordering::SeqCst)
     {
         info!("{peer} reached us: we are not firewalled");
+        observe(inner, overlay::Observation::Reachable);
     }
     let handler = lock(&inner.incoming).clone();
     match kind {
@@ -761,12 +803,18 @@ async fn run_link(
         degree: est.peer.degree,
         ggep: est.peer.ggep,
         user_agent: est.peer.user_agent.clone().unwrap_or_default(),
+        up_qrp: est.peer_role == Role::Ultrapeer && est.peer.ultrapeer_query_routing,
     };
     debug!(
         "link {id} to {addr}: compression out {} in {}",
         est.compression.outgoing, est.compression.incoming
     );
     let mut out = Vec::new();
+    if est.peer_role == Role::Ultrapeer
+        && let Some(needed) = est.peer.ultrapeer_needed
+    {
+        observe(&inner, overlay::Observation::UltrapeerNeeded(needed));
+    }
     lock(&inner.core).handle(Event::Connected { id, info }, Instant::now(), &mut out);
     // Not yet proven reachable: ask the ultrapeer we dialled to connect back to our port
     // (BEAR/7, PROTOCOL.md §9). Its connection, when it comes, is the proof.
@@ -975,6 +1023,9 @@ fn dispatch(inner: &Arc<Inner>, actions: Vec<Action>) {
                 if !inner.stopping.load(Ordering::SeqCst) {
                     task::spawn(dial(inner.clone(), addr));
                 }
+            }
+            Action::RoleChanged { role, .. } => {
+                lock(&inner.local).role = role;
             }
             Action::Deliver(Delivery::ConnectBack { addr }) => {
                 task::spawn(connect_back(addr));

@@ -23,6 +23,7 @@ fn info(port: u16, role: Role) -> ConnInfo {
         degree: Some(32),
         ggep: true,
         user_agent: "test".into(),
+        up_qrp: false,
     }
 }
 

@@ -116,6 +116,14 @@ impl HostCache {
         }
     }
 
+    /// Our role changed: hosts that refused the old role may take the new one, so every
+    /// back-off ends now (failure counts stay).
+    pub fn retry_all(&mut self, now: Instant) {
+        for s in self.hosts.values_mut() {
+            s.next_try = s.next_try.min(now);
+        }
+    }
+
     /// A connection worked: reset the back-off.
     pub fn succeeded(&mut self, addr: &SocketAddrV4, now: Instant) {
         if let Some(s) = self.hosts.get_mut(addr) {
@@ -139,14 +147,16 @@ impl HostCache {
         c.into_iter().map(|s| s.entry.addr).collect()
     }
 
-    /// The freshest ultrapeers, for `X-Try-Ultrapeers` and pongs.
+    /// The freshest ultrapeers, for `X-Try-Ultrapeers` and pongs. Leaves are never offered:
+    /// they refuse every connection (PROTOCOL.md §4), and whoever learns them from `IPP` or
+    /// `X-Try-Ultrapeers` takes them for ultrapeers.
     pub fn freshest(&self, n: usize, exclude: Option<SocketAddrV4>) -> Vec<SocketAddrV4> {
         let mut c: Vec<&Slot> = self
             .hosts
             .values()
-            .filter(|s| Some(s.entry.addr) != exclude && s.entry.failures == 0)
+            .filter(|s| Some(s.entry.addr) != exclude && s.entry.failures == 0 && s.entry.ultrapeer)
             .collect();
-        c.sort_by_key(|s| (!s.entry.ultrapeer, std::cmp::Reverse(s.seen)));
+        c.sort_by_key(|s| std::cmp::Reverse(s.seen));
         c.into_iter().take(n).map(|s| s.entry.addr).collect()
     }
 
@@ -208,6 +218,17 @@ mod tests {
             "the unpinned failing host is gone, the pinned one stays"
         );
         assert!(h.candidates(now + MAX_BACKOFF).contains(&a("127.0.0.1:2")));
+    }
+
+    #[test]
+    fn only_ultrapeers_are_offered_freshest_first() {
+        let t0 = Instant::now();
+        let mut c = HostCache::new(10, true);
+        c.add(a("10.0.0.1:1"), true, false, t0);
+        c.add(a("10.0.0.2:1"), false, false, t0 + Duration::from_secs(1));
+        c.add(a("10.0.0.3:1"), true, false, t0 + Duration::from_secs(2));
+        assert_eq!(c.freshest(10, None), vec![a("10.0.0.3:1"), a("10.0.0.1:1")]);
+        assert_eq!(c.freshest(10, Some(a("10.0.0.3:1"))), vec![a("10.0.0.1:1")]);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 pub mod dq;
 pub mod hosts;
 pub mod queue;
+pub mod reputation;
 pub mod routes;
+pub mod upqrp;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
@@ -30,6 +32,7 @@ use crate::wire::{
 };
 
 pub use hosts::{HostCache, HostEntry};
+pub use reputation::{Observation, RoleMode, Score, Thresholds};
 pub use routes::{PushRoutes, RouteTable, Source};
 
 /// A link's identity. Never reused within a run, so a stale route cannot reach a new link.
@@ -90,6 +93,12 @@ pub struct Config {
     pub route_capacity: usize,
     /// Servent GUIDs kept for Push routing.
     pub push_route_capacity: usize,
+    /// How often an ultrapeer re-checks its merged QRP table for neighbour ultrapeers.
+    pub up_qrp_interval: Duration,
+    /// Switch between leaf and ultrapeer by reputation (`--role auto`); off when the user
+    /// fixed the role.
+    pub auto_role: bool,
+    pub thresholds: Thresholds,
 }
 
 impl Config {
@@ -115,6 +124,9 @@ impl Config {
             max_dqs: 64,
             route_capacity: routes::ROUTE_CAPACITY,
             push_route_capacity: routes::PUSH_ROUTE_CAPACITY,
+            up_qrp_interval: upqrp::UP_QRP_INTERVAL,
+            auto_role: false,
+            thresholds: Thresholds::default(),
         }
     }
 }
@@ -135,6 +147,9 @@ pub struct ConnInfo {
     pub degree: Option<u32>,
     pub ggep: bool,
     pub user_agent: String,
+    /// An ultrapeer that sent `X-Ultrapeer-Query-Routing`: it takes our merged table and may
+    /// send its own (last-hop QRP, PROTOCOL.md §6).
+    pub up_qrp: bool,
 }
 
 pub enum Event<'a> {
@@ -160,6 +175,8 @@ pub enum Event<'a> {
         ultrapeer: bool,
         pinned: bool,
     },
+    /// Something bearing on our reputation (reachability, uploads, the overlay's needs).
+    Observed(Observation),
     Tick,
 }
 
@@ -190,12 +207,20 @@ pub enum Action {
     },
     Dial(SocketAddrV4),
     Deliver(Delivery),
+    /// We switched role; the shell announces the new one in later handshakes.
+    RoleChanged {
+        role: Role,
+        reason: String,
+    },
 }
 
 /// Counters a person can read in `servent status` and the logs.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Stats {
     pub received: u64,
+    /// Queries handed to the local servent to answer (a leaf sees here what its table let
+    /// through).
+    pub queries_delivered: u64,
     pub queries_forwarded: u64,
     pub duplicates: u64,
     pub dropped_ttl: u64,
@@ -234,7 +259,8 @@ pub struct ConnSummary {
     pub user_agent: String,
     pub received: u64,
     pub connected_secs: u64,
-    /// Slots set in the leaf's QRP table, once one has arrived.
+    /// Slots set in the peer's QRP table (a leaf's, or an UP-QRP neighbour's), once one has
+    /// arrived.
     pub qrp_slots_set: Option<usize>,
 }
 
@@ -273,6 +299,7 @@ pub struct Overlay {
     cfg: Config,
     /// Our QRP table, sent to our ultrapeers when we are a leaf (PROTOCOL.md §6).
     local_table: Option<QrpTable>,
+    upqrp: upqrp::UpQrp,
     conns: HashMap<ConnId, Conn>,
     routes: RouteTable,
     push_routes: PushRoutes,
@@ -281,6 +308,7 @@ pub struct Overlay {
     rng: Rng,
     stats: Stats,
     started: Instant,
+    reputation: reputation::Reputation,
     dqs: dq::Dqs,
     /// Our recent searches and the results kept for each, for a leaf's BEAR/12.
     own: lru::LruCache<Guid, OwnSearch>,
@@ -319,8 +347,10 @@ impl Overlay {
     pub fn new(cfg: Config, now: Instant) -> Self {
         let hosts = HostCache::new(hosts::HOST_CAPACITY, cfg.accept_private);
         let rng = Rng(cfg.seed);
+        let reputation = reputation::Reputation::new(cfg.thresholds.clone(), now);
         Overlay {
             local_table: None,
+            upqrp: upqrp::UpQrp::default(),
             conns: HashMap::new(),
             routes: RouteTable::new(cfg.route_capacity, routes::ROUTE_LIFETIME),
             push_routes: PushRoutes::new(cfg.push_route_capacity),
@@ -329,6 +359,7 @@ impl Overlay {
             rng,
             stats: Stats::default(),
             started: now,
+            reputation,
             dqs: dq::Dqs::new(cfg.max_dqs),
             own: lru::LruCache::new(std::num::NonZeroUsize::new(OWN_SEARCHES).expect("> 0")),
             cfg,
@@ -418,7 +449,7 @@ impl Overlay {
     pub fn handle(&mut self, ev: Event<'_>, now: Instant, out: &mut Vec<Action>) {
         match ev {
             Event::Connected { id, info } => self.on_connected(id, info, now, out),
-            Event::Closed { id } => self.on_closed(id),
+            Event::Closed { id } => self.on_closed(id, now),
             Event::Frame { id, frame } => self.on_frame(id, &frame, now, out),
             Event::DialFailed { addr, try_hosts } => {
                 self.dialing.remove(&addr);
@@ -436,6 +467,7 @@ impl Overlay {
                     self.hosts.add(a, ultrapeer, pinned, now);
                 }
             }
+            Event::Observed(o) => self.reputation.observe(o, now),
             Event::Tick => self.on_tick(now, out),
         }
     }
@@ -482,8 +514,7 @@ impl Overlay {
             msg: ms.to_vec().into(),
         });
         let ggep = info.ggep;
-        let qrp =
-            (self.cfg.role == Role::Ultrapeer && info.role == Role::Leaf).then(QrpReceiver::new);
+        let qrp = self.wants_table_from(&info).then(QrpReceiver::new);
         self.conns.insert(
             id,
             Conn {
@@ -533,11 +564,14 @@ impl Overlay {
         {
             self.send_table(id, out);
         }
+        self.up_qrp_connected(id, out);
     }
 
-    /// Sets our QRP table and, as a leaf, sends it to every ultrapeer.
+    /// Sets our QRP table and, as a leaf, sends it to every ultrapeer. An ultrapeer merges it
+    /// into the table its neighbours get at the next check.
     pub fn set_local_table(&mut self, table: QrpTable, out: &mut Vec<Action>) {
         self.local_table = Some(table);
+        self.up_qrp_changed();
         if self.cfg.role != Role::Leaf {
             return;
         }
@@ -563,9 +597,14 @@ impl Overlay {
         }
     }
 
-    fn on_closed(&mut self, id: ConnId) {
+    fn on_closed(&mut self, id: ConnId, now: Instant) {
         if let Some(c) = self.conns.remove(&id) {
             info!("disconnected from {} ({})", c.info.addr, c.info.role);
+            let leaf_table =
+                c.info.role == Role::Leaf && c.qrp.as_ref().and_then(QrpReceiver::table).is_some();
+            self.up_qrp_closed(id, leaf_table);
+            self.reputation
+                .link_ended(now.saturating_duration_since(c.connected_at));
         }
         self.routes.forget_conn(id);
         self.push_routes.forget_conn(id);
@@ -787,6 +826,7 @@ impl Overlay {
             self.stats.duplicates += 1;
             return;
         }
+        self.stats.queries_delivered += 1;
         out.push(Action::Deliver(Delivery::Query {
             from: id,
             msg: whole(frame),
@@ -806,8 +846,12 @@ impl Overlay {
         };
         let hops = h.hops.0 + 1;
         let mut msg: Option<Arc<[u8]>> = None;
+        let mut keys = None;
         for (&cid, c) in &self.conns {
             if cid == id || c.info.role != Role::Ultrapeer || hops >= c.hops_flow {
+                continue;
+            }
+            if fwd_ttl == 1 && !self.last_hop_passes(c, q, &mut keys) {
                 continue;
             }
             let m = msg.get_or_insert_with(|| reframe(frame, fwd_ttl, hops));
@@ -952,20 +996,25 @@ impl Overlay {
 
     fn on_qrp(&mut self, id: ConnId, m: QrpMessage<'_>, out: &mut Vec<Action>) {
         let conn = self.conns.get_mut(&id).expect("checked by on_frame");
+        let from_leaf = conn.info.role == Role::Leaf;
         let Some(rx) = conn.qrp.as_mut() else {
-            // Only leaves send us tables; from anyone else QRP is ignored.
+            // Only leaves and UP-QRP ultrapeers send us tables; from anyone else QRP is ignored.
             return;
         };
-        let res: Result<(), QrpError> = match m {
+        let res: Result<bool, QrpError> = match m {
             QrpMessage::Reset(r) => {
                 rx.reset(&r);
-                Ok(())
+                Ok(false)
             }
-            QrpMessage::Patch(p) => rx.patch(&p).map(drop),
+            QrpMessage::Patch(p) => rx.patch(&p),
         };
-        if let Err(e) = res {
-            let reason = e.to_string();
-            self.close(id, bye_code::BAD_QRP, &reason, out);
+        match res {
+            Ok(true) if from_leaf => self.up_qrp_changed(),
+            Ok(_) => {}
+            Err(e) => {
+                let reason = e.to_string();
+                self.close(id, bye_code::BAD_QRP, &reason, out);
+            }
         }
     }
 
@@ -1041,7 +1090,76 @@ impl Overlay {
                 msg: ping.to_vec().into(),
             });
         }
+        if self.cfg.auto_role {
+            self.consider_role(now, out);
+        }
         self.dial_more(now, out);
+        self.up_qrp_tick(now, out);
+    }
+
+    fn link_ages(&self, now: Instant) -> Vec<Duration> {
+        self.conns
+            .values()
+            .map(|c| now.saturating_duration_since(c.connected_at))
+            .collect()
+    }
+
+    /// Our reputation and its parts, in words.
+    pub fn reputation(&self, now: Instant) -> Score {
+        self.reputation
+            .score(now, &self.link_ages(now), self.cfg.role)
+    }
+
+    fn consider_role(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let links = self.link_ages(now);
+        let ups = self.connection_count(Role::Ultrapeer);
+        let leaves = self.connection_count(Role::Leaf);
+        let want = match self.cfg.role {
+            Role::Leaf => self.cfg.want_ultrapeers,
+            Role::Ultrapeer => 0,
+        };
+        if let Some(s) = self
+            .reputation
+            .decide(now, self.cfg.role, &links, ups, want, leaves)
+        {
+            self.switch_role(s.to, s.reason, now, out);
+        }
+    }
+
+    /// Takes a new role as gtk-gnutella does (`node_set_current_peermode`): a leaf becoming an
+    /// ultrapeer leaves its ultrapeers (they hold it as a leaf) and dials again as an
+    /// ultrapeer; an ultrapeer becoming a leaf leaves everyone. Bye 203 either way.
+    pub fn switch_role(&mut self, to: Role, reason: String, now: Instant, out: &mut Vec<Action>) {
+        if to == self.cfg.role {
+            return;
+        }
+        let (close_all, why) = match to {
+            Role::Ultrapeer => (false, "Becoming an ultra node"),
+            Role::Leaf => (true, "Becoming a leaf node"),
+        };
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| close_all || c.info.role == Role::Ultrapeer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            out.push(Action::Close {
+                id,
+                bye: bye(bye_code::ROLE_CHANGE, why),
+            });
+        }
+        let fresh = Config::new(to, self.cfg.servent);
+        self.hosts.retry_all(now);
+        self.cfg.role = to;
+        self.up_qrp_role_changed();
+        self.cfg.want_ultrapeers = fresh.want_ultrapeers;
+        self.cfg.alive_unanswered = fresh.alive_unanswered;
+        match to {
+            Role::Ultrapeer => info!("promoted to ultrapeer: {reason}"),
+            Role::Leaf => info!("now a leaf: {reason}"),
+        }
+        out.push(Action::RoleChanged { role: to, reason });
     }
 
     fn dial_more(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -1076,7 +1194,8 @@ impl Overlay {
         }
     }
 
-    /// Starts a search of our own: the query goes to every ultrapeer link with hops 0.
+    /// Starts a search of our own: the query goes to every ultrapeer link with hops 0 (with
+    /// TTL 1 it is on its last hop: UP-QRP neighbours get it only when their table matches).
     /// `payload` is an encoded Query payload. Returns its MUID, under which hits are delivered.
     pub fn search(&mut self, payload: &[u8], ttl: u8, now: Instant, out: &mut Vec<Action>) -> Guid {
         let muid = self.rng.guid();
@@ -1104,14 +1223,19 @@ impl Overlay {
             }
         }
         let payload: &[u8] = &payload;
-        let msg = raw_descriptor(
-            muid,
-            PayloadType::Query,
-            ttl.min(self.cfg.max_ttl),
-            0,
-            payload,
-        );
+        let ttl = ttl.min(self.cfg.max_ttl);
+        let msg = raw_descriptor(muid, PayloadType::Query, ttl, 0, payload);
+        let last_hop = (ttl == 1)
+            .then(|| crate::wire::Query::decode(payload).ok())
+            .flatten();
+        let mut keys = None;
         for (&cid, c) in &self.conns {
+            if last_hop
+                .as_ref()
+                .is_some_and(|q| !self.last_hop_passes(c, q, &mut keys))
+            {
+                continue;
+            }
             if c.info.role == Role::Ultrapeer {
                 out.push(Action::Send {
                     to: cid,

@@ -17,6 +17,7 @@ fn info(port: u16, role: Role) -> ConnInfo {
         degree: Some(32),
         ggep: true,
         user_agent: "test".into(),
+        up_qrp: role == Role::Ultrapeer,
     }
 }
 
@@ -398,4 +399,186 @@ fn messages_supported_lists_only_what_we_act_on() {
             (crate::wire::VendorCode::BEAR, 12)
         ]
     );
+}
+
+/// A leaf under `--role auto` with three ultrapeer links and one leaf-side peer of nothing;
+/// links never time out, so only the role logic acts.
+fn auto_leaf(now: Instant) -> Overlay {
+    let mut cfg = Config::new(Role::Leaf, ServentId([0xAB; 16]));
+    cfg.accept_private = true;
+    cfg.auto_role = true;
+    cfg.idle_timeout = Duration::from_secs(1 << 30);
+    cfg.alive_interval = Duration::from_secs(1 << 30);
+    let mut o = Overlay::new(cfg, now);
+    let mut out = Vec::new();
+    for id in 1..=3 {
+        o.handle(
+            Event::Connected {
+                id,
+                info: info(id as u16 + 1000, Role::Ultrapeer),
+            },
+            now,
+            &mut out,
+        );
+    }
+    o
+}
+
+fn role_changes(out: &[Action]) -> Vec<Role> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::RoleChanged { role, .. } => Some(*role),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tick_at(o: &mut Overlay, at: Instant) -> Vec<Action> {
+    let mut out = Vec::new();
+    o.handle(Event::Tick, at, &mut out);
+    out
+}
+
+#[test]
+fn an_auto_leaf_promotes_after_an_hour_of_proven_service_and_leaves_its_ultrapeers() {
+    let t0 = now0();
+    let min = Duration::from_secs(60);
+    let mut o = auto_leaf(t0);
+    let mut out = Vec::new();
+    for (o_, at) in [
+        (Observation::Reachable, t0),
+        (
+            Observation::Uploads {
+                bytes: 0,
+                completed: 0,
+            },
+            t0 + min,
+        ),
+        (
+            Observation::Uploads {
+                bytes: 600 * 1024,
+                completed: 3,
+            },
+            t0 + 2 * min,
+        ),
+        (Observation::UltrapeerNeeded(true), t0 + 50 * min),
+    ] {
+        o.handle(Event::Observed(o_), at, &mut out);
+    }
+    assert!(out.is_empty(), "observations send nothing: {out:?}");
+    for m in 0..60 {
+        let out = tick_at(&mut o, t0 + m * min);
+        assert!(role_changes(&out).is_empty(), "minute {m}");
+    }
+    assert_eq!(o.role(), Role::Leaf);
+    let out = tick_at(&mut o, t0 + 60 * min);
+    assert_eq!(role_changes(&out), vec![Role::Ultrapeer]);
+    assert_eq!(o.role(), Role::Ultrapeer);
+    // gtk-gnutella's switch: Bye 203 to each ultrapeer that held us as a leaf.
+    let mut byes: Vec<ConnId> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close {
+                id,
+                bye: Some((203, r)),
+            } if r == "Becoming an ultra node" => Some(*id),
+            _ => None,
+        })
+        .collect();
+    byes.sort();
+    assert_eq!(byes, vec![1, 2, 3]);
+    let rep = o.reputation(t0 + 60 * min);
+    assert!(rep.score >= rep.threshold, "{rep:?}");
+    // As an ultrapeer it now accepts leaves and keeps more ultrapeer links.
+    assert_eq!(o.free_slots().0, 30);
+    assert_eq!(o.config().want_ultrapeers, 8);
+}
+
+#[test]
+fn an_auto_leaf_that_is_not_reachable_stays_a_leaf() {
+    let t0 = now0();
+    let min = Duration::from_secs(60);
+    let mut o = auto_leaf(t0);
+    let mut out = Vec::new();
+    o.handle(Event::Observed(Observation::Firewalled(true)), t0, &mut out);
+    o.handle(
+        Event::Observed(Observation::UltrapeerNeeded(true)),
+        t0,
+        &mut out,
+    );
+    for m in 0..600 {
+        assert!(role_changes(&tick_at(&mut o, t0 + m * min)).is_empty());
+    }
+    assert_eq!(o.role(), Role::Leaf);
+    assert!(
+        o.reputation(t0 + 600 * min)
+            .summary
+            .contains("not reachable")
+    );
+}
+
+#[test]
+fn an_auto_ultrapeer_without_leaves_demotes_and_says_goodbye_to_all() {
+    let t0 = now0();
+    let min = Duration::from_secs(60);
+    let mut cfg = Config::new(Role::Ultrapeer, ServentId([0xAC; 16]));
+    cfg.auto_role = true;
+    // A reachable node that qualifies from the start: only the missing leaves can demote it.
+    cfg.thresholds.min_uptime = Duration::ZERO;
+    cfg.thresholds.score = 25;
+    cfg.accept_private = true;
+    cfg.idle_timeout = Duration::from_secs(1 << 30);
+    cfg.alive_interval = Duration::from_secs(1 << 30);
+    let mut o = Overlay::new(cfg, t0);
+    let mut out = Vec::new();
+    o.handle(Event::Observed(Observation::Reachable), t0, &mut out);
+    for id in 1..=2 {
+        o.handle(
+            Event::Connected {
+                id,
+                info: info(id as u16 + 2000, Role::Ultrapeer),
+            },
+            t0,
+            &mut out,
+        );
+    }
+    let mut demoted = None;
+    for m in 0..=120 {
+        let out = tick_at(&mut o, t0 + m * min);
+        if !role_changes(&out).is_empty() {
+            demoted = Some((m, out));
+            break;
+        }
+    }
+    let (m, out) = demoted.expect("demotes");
+    assert_eq!(
+        m, 60,
+        "an hour without leaves (gtk-gnutella NODE_UP_NO_LEAF_MAX)"
+    );
+    assert_eq!(role_changes(&out), vec![Role::Leaf]);
+    let byes = out
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Close {
+                    bye: Some((203, _)),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(byes, 2);
+    assert_eq!(o.role(), Role::Leaf);
+}
+
+#[test]
+fn a_fixed_role_never_switches() {
+    let t0 = now0();
+    let min = Duration::from_secs(60);
+    let mut o = node(Role::Ultrapeer, 2, 0, t0);
+    for m in 0..300 {
+        assert!(role_changes(&tick_at(&mut o, t0 + m * min)).is_empty());
+    }
+    assert_eq!(o.role(), Role::Ultrapeer);
 }

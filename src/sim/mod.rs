@@ -124,6 +124,7 @@ impl Sim {
             degree: Some(nodes[peer].config().max_ultrapeers as u32),
             ggep: true,
             user_agent: "sim".into(),
+            up_qrp: nodes[peer].role() == Role::Ultrapeer,
         };
         let (ia, ib) = (info(b, true), info(a, false));
         let now = self.now;
@@ -222,7 +223,7 @@ impl Sim {
                     self.nodes[n].handle(Event::Closed { id }, self.now, &mut out);
                     self.apply(n, out);
                 }
-                Action::Dial(_) => {}
+                Action::Dial(_) | Action::RoleChanged { .. } => {}
                 Action::Deliver(Delivery::Query { from, msg }) => {
                     let mut muid = [0u8; 16];
                     muid.copy_from_slice(&msg[..16]);

@@ -181,14 +181,30 @@ impl QrpTable {
 
     /// ORs `other` into this table, folding or spreading slots when the sizes differ (used to
     /// merge leaf tables into an ultrapeer's).
+    ///
+    /// The hash keeps the top bits of one 32-bit product (see [`qrp_hash`]), so a word's slot
+    /// in a table of 2^b slots is its slot in a larger one shifted right: folding loses no
+    /// word, and spreading marks every larger slot a word could have hashed to.
     pub fn merge(&mut self, other: &QrpTable) {
-        for slot in (0..other.slots()).filter(|&s| other.is_set(s)) {
-            if other.bits >= self.bits {
-                self.set(slot >> (other.bits - self.bits));
-            } else {
-                let shift = self.bits - other.bits;
-                for s in (slot << shift)..((slot + 1) << shift) {
-                    self.set(s);
+        if other.bits == self.bits {
+            for (a, b) in self.words.iter_mut().zip(&other.words) {
+                *a |= b;
+            }
+            return;
+        }
+        // Walk only the set slots: leaf tables are sparse (gtk-gnutella aims at ≤ 1 % fill).
+        for (i, &word) in other.words.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                let slot = i * 64 + w.trailing_zeros() as usize;
+                w &= w - 1;
+                if other.bits > self.bits {
+                    self.set(slot >> (other.bits - self.bits));
+                } else {
+                    let shift = self.bits - other.bits;
+                    for s in (slot << shift)..((slot + 1) << shift) {
+                        self.set(s);
+                    }
                 }
             }
         }

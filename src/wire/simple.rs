@@ -144,6 +144,8 @@ impl<'a> Push<'a> {
 pub mod bye_code {
     pub const SHUTDOWN: u16 = 200;
     pub const USER: u16 = 201;
+    /// gtk-gnutella on a switch between leaf and ultrapeer (`node_set_current_peermode`).
+    pub const ROLE_CHANGE: u16 = 203;
     pub const TOO_LARGE: u16 = 400;
     pub const DUPLICATES: u16 = 401;
     pub const HIGH_TTL: u16 = 403;
