@@ -276,12 +276,10 @@ impl Dqs {
         }
     }
 
-    /// A BEAR/12 from `from` about `muid`: the leaf kept `kept` hits, 0xFFFF = stop.
+    /// A BEAR/12 from leaf `from` about `muid`: it kept `kept` hits, 0xFFFF = stop.
     pub fn on_status(
         &mut self,
-        from: ConnId,
-        muid: &Guid,
-        kept: u16,
+        (from, muid, kept): (ConnId, &Guid, u16),
         links: &[UpLink<'_>],
         rng: &mut Rng,
         now: Instant,
@@ -473,7 +471,11 @@ impl Dq {
 
 /// BEAR/11 for `muid`: how many hits did you keep?
 pub fn status_request(muid: Guid) -> Vec<u8> {
-    vendor(muid, selector::QUERY_STATUS_REQUEST, VendorBody::QueryStatusRequest)
+    vendor(
+        muid,
+        selector::QUERY_STATUS_REQUEST,
+        VendorBody::QueryStatusRequest,
+    )
 }
 
 /// BEAR/12 for `muid`: we kept `kept` hits (0xFFFF: stop).

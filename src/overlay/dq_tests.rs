@@ -35,7 +35,11 @@ fn node(role: Role, ups: u64, leaves: u64, now: Instant) -> Overlay {
     let mut o = Overlay::new(cfg, now);
     let mut out = Vec::new();
     for id in 1..=ups + leaves {
-        let role = if id <= ups { Role::Ultrapeer } else { Role::Leaf };
+        let role = if id <= ups {
+            Role::Ultrapeer
+        } else {
+            Role::Leaf
+        };
         o.handle(
             Event::Connected {
                 id,
@@ -127,7 +131,12 @@ fn leaf_query(muid: Guid, flags: u16, ttl: u8) -> Vec<u8> {
 fn hit(muid: Guid, n: u8) -> Vec<u8> {
     let mut r = ResultsBuilder::new();
     for i in 0..n {
-        r.push(FileIndex(u32::from(i)), 10, &format!("free music {i}.ogg"), b"");
+        r.push(
+            FileIndex(u32::from(i)),
+            10,
+            &format!("free music {i}.ogg"),
+            b"",
+        );
     }
     Descriptor {
         muid,
@@ -184,7 +193,10 @@ fn a_probe_that_brings_enough_results_sends_nothing_more() {
     let mut t = t0;
     for _ in 0..100 {
         t += Duration::from_secs(5);
-        assert!(queries(&tick(&mut o, t)).is_empty(), "nothing after the probe");
+        assert!(
+            queries(&tick(&mut o, t)).is_empty(),
+            "nothing after the probe"
+        );
     }
     assert_eq!(o.dynamic_queries(), 0);
     assert_eq!(o.dq_ended(), &[(muid, End::Enough)]);
@@ -277,7 +289,11 @@ fn an_unanswered_status_request_times_out_and_the_query_goes_on() {
     assert_eq!(vendor_bodies(&tick(&mut o, t0 + PROBE_WAIT)).len(), 1);
     let t1 = t0 + PROBE_WAIT + super::STATUS_TIMEOUT;
     assert!(queries(&tick(&mut o, t1 - Duration::from_millis(1))).is_empty());
-    assert_eq!(queries(&tick(&mut o, t1)).len(), 1, "widens without the answer");
+    assert_eq!(
+        queries(&tick(&mut o, t1)).len(),
+        1,
+        "widens without the answer"
+    );
 }
 
 #[test]
@@ -307,7 +323,10 @@ fn queries_from_other_ultrapeers_are_still_flooded() {
     let t0 = Instant::now();
     let mut o = node(Role::Ultrapeer, 5, 0, t0);
     let out = feed(&mut o, 1, &leaf_query(Guid([0x45; 16]), 0x8000, 3), t0);
-    assert_eq!(queries(&out), vec![(2, 2, 1), (3, 2, 1), (4, 2, 1), (5, 2, 1)]);
+    assert_eq!(
+        queries(&out),
+        vec![(2, 2, 1), (3, 2, 1), (4, 2, 1), (5, 2, 1)]
+    );
     assert_eq!(o.dynamic_queries(), 0);
 }
 

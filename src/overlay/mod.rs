@@ -450,7 +450,10 @@ impl Overlay {
         match ev {
             Event::Connected { id, info } => self.on_connected(id, info, now, out),
             Event::Closed { id } => self.on_closed(id, now),
-            Event::Frame { id, frame } => self.on_frame(id, &frame, now, out),
+            Event::Frame { id, frame } => {
+                self.on_frame(id, &frame, now, out);
+                self.advance_dqs(now, out);
+            }
             Event::DialFailed { addr, try_hosts } => {
                 self.dialing.remove(&addr);
                 self.hosts.failed(&addr, now);
@@ -835,7 +838,16 @@ impl Overlay {
             return;
         }
         self.pass_to_leaves(id, frame, q, out);
-        if from_leaf && self.start_dq(dq::Origin::Leaf(id), h.muid, frame.payload, q, h.ttl.0, now, out)
+        if from_leaf
+            && self.start_dq(
+                dq::Origin::Leaf(id),
+                h.muid,
+                frame.payload,
+                q,
+                h.ttl.0,
+                now,
+                out,
+            )
         {
             return;
         }
@@ -1044,7 +1056,7 @@ impl Overlay {
             VendorBody::QueryStatusResponse { kept } if conn.info.role == Role::Leaf => {
                 let links = up_links(&self.conns, 1);
                 self.dqs
-                    .on_status(id, &muid, kept, &links, &mut self.rng, now, out);
+                    .on_status((id, &muid, kept), &links, &mut self.rng, now, out);
             }
             VendorBody::HopsFlow { max_hops } => conn.hops_flow = max_hops,
             VendorBody::TcpConnectBack { port } if !conn.connect_back_done => {

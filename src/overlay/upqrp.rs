@@ -490,7 +490,11 @@ mod tests {
         let mut out = Vec::new();
         o.search(b"\x00\x80nothing matches\x00", 3, now, &mut out);
         let probe = queries_sent(&out);
-        assert_eq!(probe.len(), 3, "no table matches: TTL 2 to three ultrapeers");
+        assert_eq!(
+            probe.len(),
+            3,
+            "no table matches: TTL 2 to three ultrapeers"
+        );
         assert!(probe.iter().all(|&(_, ttl)| ttl == 2));
     }
 

@@ -13,6 +13,7 @@ use crate::handshake::Role;
 use crate::overlay::{Action, Config, ConnId, ConnInfo, Delivery, Event, Overlay};
 use crate::wire::{Framed, ServentId, frame};
 
+pub mod supernode;
 
 /// The generator for topologies and workloads: the core's, so one seed reproduces a run.
 pub use crate::overlay::Rng as SimRng;
@@ -46,6 +47,8 @@ pub struct Sim {
     pub messages: u64,
     /// Descriptors put on links, by payload type byte.
     pub sent_by_kind: [u64; 256],
+    /// Query descriptors put on links towards each node.
+    pub queries_received: Vec<u64>,
     responder: Option<Responder>,
 }
 
@@ -83,6 +86,7 @@ impl Sim {
             hit_at: vec![Vec::new(); n],
             messages: 0,
             sent_by_kind: [0; 256],
+            queries_received: vec![0; n],
             responder: None,
         }
     }
@@ -129,24 +133,10 @@ impl Sim {
         let (ia, ib) = (info(b, true), info(a, false));
         let now = self.now;
         let mut out = Vec::new();
-        self.nodes[a].handle(
-            Event::Connected {
-                id: ca,
-                info: ia,
-            },
-            now,
-            &mut out,
-        );
+        self.nodes[a].handle(Event::Connected { id: ca, info: ia }, now, &mut out);
         self.apply(a, out);
         let mut out = Vec::new();
-        self.nodes[b].handle(
-            Event::Connected {
-                id: cb,
-                info: ib,
-            },
-            now,
-            &mut out,
-        );
+        self.nodes[b].handle(Event::Connected { id: cb, info: ib }, now, &mut out);
         self.apply(b, out);
     }
 
@@ -199,7 +189,11 @@ impl Sim {
             match a {
                 Action::Send { to, msg } => {
                     if let Some(&(peer, pc)) = self.links.get(&(n, to)) {
-                        self.sent_by_kind[usize::from(msg.get(16).copied().unwrap_or(0))] += 1;
+                        let kind = msg.get(16).copied().unwrap_or(0);
+                        self.sent_by_kind[usize::from(kind)] += 1;
+                        if kind == crate::wire::PayloadType::Query.to_byte() {
+                            self.queries_received[peer] += 1;
+                        }
                         self.seq += 1;
                         self.queue.push(Reverse((
                             self.now + self.latency,
