@@ -394,3 +394,30 @@ fn a_leaf_marks_its_queries_guided_and_reports_what_it_kept() {
         vec![(1, [9; 16], VendorBody::QueryStatusResponse { kept: 0xFFFF })]
     );
 }
+
+#[test]
+fn our_own_search_goes_at_once_to_the_leaves_whose_tables_match() {
+    let t0 = Instant::now();
+    let mut o = node(Role::Ultrapeer, 4, 2, t0);
+    let mut t = crate::wire::qrp::QrpTable::new(16);
+    for w in ["free", "music"] {
+        t.insert_word(w);
+    }
+    for payload in crate::wire::qrp::encode_table(None, &t, 7, 4, true) {
+        let d = super::super::raw_descriptor(
+            Guid([7; 16]),
+            crate::wire::PayloadType::Qrp,
+            1,
+            0,
+            &payload,
+        );
+        feed(&mut o, 5, &d, t0);
+    }
+    let mut out = Vec::new();
+    o.search(&query_payload(0x8000), 4, t0, &mut out);
+    let sent = queries(&out);
+    // Leaf 5 matches, leaf 6 sent no table; 3 of the 4 ultrapeers are probed.
+    assert!(sent.contains(&(5, 0, 1)), "{sent:?}");
+    assert!(sent.iter().all(|s| s.0 != 6));
+    assert_eq!(sent.iter().filter(|s| s.0 <= 4).count(), 3);
+}

@@ -837,7 +837,7 @@ impl Overlay {
         if self.cfg.role == Role::Leaf {
             return;
         }
-        self.pass_to_leaves(id, frame, q, out);
+        self.pass_to_leaves(Some(id), frame, q, out);
         if from_leaf
             && self.start_dq(
                 dq::Origin::Leaf(id),
@@ -880,16 +880,15 @@ impl Overlay {
     /// leaf it came from, never to a leaf that has sent no table.
     fn pass_to_leaves(
         &mut self,
-        from: ConnId,
+        from: Option<ConnId>,
         frame: &Frame<'_>,
         q: &crate::wire::Query<'_>,
         out: &mut Vec<Action>,
     ) {
         // Extracting keywords costs Unicode normalisation: skip it when no leaf could match.
-        let any_table = self
-            .conns
-            .iter()
-            .any(|(&cid, c)| cid != from && c.qrp.as_ref().and_then(QrpReceiver::table).is_some());
+        let any_table = self.conns.iter().any(|(&cid, c)| {
+            Some(cid) != from && c.qrp.as_ref().and_then(QrpReceiver::table).is_some()
+        });
         if !any_table {
             return;
         }
@@ -900,7 +899,7 @@ impl Overlay {
         let h = frame.header;
         let mut msg: Option<Arc<[u8]>> = None;
         for (&cid, c) in &self.conns {
-            if cid == from || c.info.role != Role::Leaf {
+            if Some(cid) == from || c.info.role != Role::Leaf {
                 continue;
             }
             let Some(t) = c.qrp.as_ref().and_then(QrpReceiver::table) else {
@@ -1228,7 +1227,7 @@ impl Overlay {
         {
             let msg = raw_descriptor(muid, PayloadType::Query, 1, 0, &payload);
             if let Ok(crate::wire::Framed::Frame(f)) = crate::wire::frame(&msg) {
-                self.pass_to_leaves(0, &f, &q, out);
+                self.pass_to_leaves(None, &f, &q, out);
             }
             if self.start_dq(dq::Origin::Local, muid, &payload, &q, ttl, now, out) {
                 return muid;
