@@ -5,6 +5,7 @@
 //! transfers) stands on it.
 
 pub mod cli;
+pub mod control;
 pub mod handshake;
 pub mod net;
 pub mod overlay;

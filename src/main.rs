@@ -3,16 +3,17 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use std::net::{SocketAddrV4, ToSocketAddrs};
+use std::net::SocketAddrV4;
 
 use argh::FromArgs;
-use servent::cli;
+use servent::cli::{self, remote};
+use servent::control::config::{Layer, Settings};
 use servent::handshake::Role;
+use servent::net::NodeConfig;
 use servent::net::bootstrap::Service;
-use servent::net::{NodeConfig, store};
-use servent::overlay::RoleMode;
 use servent::servent::{Servent, ServentConfig};
 use servent::wire::{self, Descriptor, Framed};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// servent: a Gnutella 0.6 servent.
@@ -29,6 +30,9 @@ struct Cli {
 enum Command {
     Demo(DemoArgs),
     Run(RunArgs),
+    Status(StatusArgs),
+    Downloads(DownloadsArgs),
+    Peers(PeersArgs),
     Search(SearchArgs),
     Get(GetArgs),
     Decode(DecodeArgs),
@@ -64,6 +68,14 @@ struct SearchArgs {
     /// where the GUID and host cache live (default: the platform data directory)
     #[argh(option)]
     data_dir: Option<std::path::PathBuf>,
+
+    /// a running servent's API address (default from the settings, 127.0.0.1:6347)
+    #[argh(option)]
+    api: Option<String>,
+
+    /// the settings file
+    #[argh(option)]
+    config: Option<PathBuf>,
 }
 
 /// Download a file by its SHA-1 (urn:sha1:… or a magnet link) and verify it.
@@ -100,6 +112,18 @@ struct GetArgs {
     /// where the GUID and host cache live (default: the platform data directory)
     #[argh(option)]
     data_dir: Option<std::path::PathBuf>,
+
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+
+    /// a running servent's API address (default from the settings, 127.0.0.1:6347)
+    #[argh(option)]
+    api: Option<String>,
+
+    /// the settings file
+    #[argh(option)]
+    config: Option<PathBuf>,
 }
 
 /// Run a small Gnutella network on this machine and show it working: search, a direct
@@ -114,46 +138,60 @@ Exits 0 only if every step worked."
 )]
 struct DemoArgs {}
 
-/// Join the Gnutella network and route for it until Ctrl-C.
+/// Join the Gnutella network and route for it until Ctrl-C, with the local API and page.
 #[derive(FromArgs)]
 #[argh(
     subcommand,
     name = "run",
     note = "With no flags the node listens on 127.0.0.1:6346, keeps its GUID and host cache in \
-the data directory, and dials hosts it knows. Ctrl-C says goodbye (Bye 200) to every peer, \
-saves the host cache and exits; a second Ctrl-C exits at once.",
+the data directory, dials hosts it knows, and serves the local API and web page on \
+127.0.0.1:6347 (the page's address, with a fresh token, is printed at start). Every option can \
+also be set in the settings file (--config, default <config dir>/servent/config.toml) or as \
+SERVENT_<KEY> in the environment; a flag wins over the environment, which wins over the file. \
+Ctrl-C says goodbye (Bye 200) to every peer, saves the host cache and exits; a second Ctrl-C \
+exits at once.",
     example = "servent run --listen 0.0.0.0:6346 --peer 203.0.113.5:6346"
 )]
 struct RunArgs {
     /// address and port to listen on for Gnutella, HTTP and push connections
     /// (default 127.0.0.1:6346)
-    #[argh(
-        option,
-        default = "\"127.0.0.1:6346\".parse().expect(\"valid default\")"
-    )]
-    listen: std::net::SocketAddrV4,
+    #[argh(option)]
+    listen: Option<String>,
+
+    /// address and port of the local API and web page, or off (default 127.0.0.1:6347)
+    #[argh(option)]
+    api: Option<String>,
 
     /// a peer to connect to and keep connected, as HOST:PORT; repeat for several
     #[argh(option)]
     peer: Vec<String>,
 
-    /// where the GUID and host cache live (default: the platform data directory, e.g.
-    /// ~/.local/share/servent)
+    /// where the GUID, host cache and API token live (default: the platform data directory,
+    /// e.g. ~/.local/share/servent)
     #[argh(option)]
-    data_dir: Option<std::path::PathBuf>,
+    data_dir: Option<PathBuf>,
+
+    /// where downloads started through the API are saved (default: the platform download
+    /// folder)
+    #[argh(option)]
+    download_dir: Option<PathBuf>,
 
     /// most ultrapeer connections to keep (default 32)
-    #[argh(option, default = "32")]
-    max_peers: usize,
+    #[argh(option)]
+    max_peers: Option<usize>,
 
     /// most leaves to accept as an ultrapeer (default 30)
-    #[argh(option, default = "30")]
-    max_leaves: usize,
+    #[argh(option)]
+    max_leaves: Option<usize>,
+
+    /// ultrapeer links to keep as a leaf (default 3)
+    #[argh(option)]
+    ultrapeers: Option<usize>,
 
     /// auto, leaf or ultrapeer (default auto: start as a leaf, become an ultrapeer once
     /// reachable, up for an hour and proven as an uploader, when the network needs one)
-    #[argh(option, default = "RoleMode::Auto")]
-    role: RoleMode,
+    #[argh(option)]
+    role: Option<String>,
 
     /// do not offer deflate link compression
     #[argh(switch)]
@@ -180,15 +218,147 @@ struct RunArgs {
     /// a folder to share, searched recursively; repeat for several (default: the "shared"
     /// folder in the data directory)
     #[argh(option)]
-    share: Vec<std::path::PathBuf>,
+    share: Vec<PathBuf>,
 
     /// say we are firewalled (downloaders must push), whatever we observe
     #[argh(switch)]
     firewalled: bool,
 
     /// uploads served at once (default 4)
-    #[argh(option, default = "4")]
-    upload_slots: usize,
+    #[argh(option)]
+    upload_slots: Option<usize>,
+
+    /// the settings file (default <config dir>/servent/config.toml; a missing default file
+    /// is fine, a missing given one is an error)
+    #[argh(option)]
+    config: Option<PathBuf>,
+
+    /// check the settings, print the effective ones and where each came from, and exit
+    #[argh(switch)]
+    check_config: bool,
+}
+
+impl RunArgs {
+    /// The flags given, as a settings layer.
+    fn layer(&self) -> Layer {
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        Layer {
+            listen: self.listen.clone(),
+            api: self.api.clone(),
+            data_dir: self.data_dir.clone(),
+            shares: (!self.share.is_empty()).then(|| self.share.clone()),
+            peers: list(&self.peer),
+            role: self.role.clone(),
+            max_peers: self.max_peers,
+            max_leaves: self.max_leaves,
+            ultrapeers: self.ultrapeers,
+            upload_slots: self.upload_slots,
+            firewalled: self.firewalled.then_some(true),
+            compress: self.no_compress.then_some(false),
+            allow_private: self.allow_private.then_some(true),
+            bootstrap: self.no_bootstrap.then_some(false),
+            uhc: list(&self.uhc),
+            gwc: list(&self.gwc),
+            download_dir: self.download_dir.clone(),
+        }
+    }
+}
+
+/// Show how the running servent is doing: role, addresses, firewall, shares, transfers, peers.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct StatusArgs {
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+
+    /// the running servent's API address (default from the settings, 127.0.0.1:6347)
+    #[argh(option)]
+    api: Option<String>,
+
+    /// its data directory, where the API token is (default from the settings)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+
+    /// the settings file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// List the running servent's downloads, or pause, resume or cancel one.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "downloads")]
+struct DownloadsArgs {
+    /// pause download ID
+    #[argh(option)]
+    pause: Option<u64>,
+
+    /// resume download ID
+    #[argh(option)]
+    resume: Option<u64>,
+
+    /// cancel download ID and remove its partial file
+    #[argh(option)]
+    cancel: Option<u64>,
+
+    /// print JSON instead of a table
+    #[argh(switch)]
+    json: bool,
+
+    /// the running servent's API address (default from the settings, 127.0.0.1:6347)
+    #[argh(option)]
+    api: Option<String>,
+
+    /// its data directory, where the API token is (default from the settings)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+
+    /// the settings file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// List the running servent's peers, or connect or disconnect one.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "peers")]
+struct PeersArgs {
+    /// dial HOST:PORT and keep it connected
+    #[argh(option)]
+    connect: Option<String>,
+
+    /// say Bye to link ID and close it
+    #[argh(option)]
+    disconnect: Option<u64>,
+
+    /// print JSON instead of a table
+    #[argh(switch)]
+    json: bool,
+
+    /// the running servent's API address (default from the settings, 127.0.0.1:6347)
+    #[argh(option)]
+    api: Option<String>,
+
+    /// its data directory, where the API token is (default from the settings)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+
+    /// the settings file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// The settings for a command that only needs the API address and the data directory.
+fn client_settings(
+    config: Option<&Path>,
+    api: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> Result<Settings, String> {
+    let flags = Layer {
+        api,
+        data_dir,
+        ..Layer::default()
+    };
+    Settings::load(config, std::env::vars(), &flags)
 }
 
 /// Decode Gnutella descriptors given as hex and print each as JSON.
@@ -221,6 +391,33 @@ fn main() -> ExitCode {
             async_std::task::block_on(servent::cli::demo::run(&mut out))
         }
         Command::Run(args) => run(args),
+        Command::Status(a) => client_settings(a.config.as_deref(), a.api, a.data_dir)
+            .and_then(|s| block_on(remote::status(&s, a.json))),
+        Command::Downloads(a) => {
+            let action = match (a.pause, a.resume, a.cancel) {
+                (None, None, None) => Ok(remote::DownloadsAction::List),
+                (Some(id), None, None) => Ok(remote::DownloadsAction::Pause(id)),
+                (None, Some(id), None) => Ok(remote::DownloadsAction::Resume(id)),
+                (None, None, Some(id)) => Ok(remote::DownloadsAction::Cancel(id)),
+                _ => Err("give at most one of --pause, --resume, --cancel".to_string()),
+            };
+            action.and_then(|action| {
+                let s = client_settings(a.config.as_deref(), a.api, a.data_dir)?;
+                block_on(remote::downloads(&s, action, a.json))
+            })
+        }
+        Command::Peers(a) => {
+            let action = match (a.connect, a.disconnect) {
+                (None, None) => Ok(remote::PeersAction::List),
+                (Some(addr), None) => Ok(remote::PeersAction::Connect(addr)),
+                (None, Some(id)) => Ok(remote::PeersAction::Disconnect(id)),
+                _ => Err("give --connect or --disconnect, not both".to_string()),
+            };
+            action.and_then(|action| {
+                let s = client_settings(a.config.as_deref(), a.api, a.data_dir)?;
+                block_on(remote::peers(&s, action, a.json))
+            })
+        }
         Command::Search(args) => search(args),
         Command::Get(args) => get(args),
         Command::Decode(args) => decode(args),
@@ -234,50 +431,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves HOST:PORT to its IPv4 addresses.
-fn resolve(peer: &str) -> Result<Vec<SocketAddrV4>, String> {
-    let addrs: Vec<SocketAddrV4> = peer
-        .to_socket_addrs()
-        .map_err(|e| format!("--peer {peer}: {e} (expected HOST:PORT)"))?
-        .filter_map(|a| match a {
-            std::net::SocketAddr::V4(a) => Some(a),
-            std::net::SocketAddr::V6(_) => None,
-        })
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("--peer {peer}: no IPv4 address"));
-    }
-    Ok(addrs)
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    async_std::task::block_on(f)
 }
 
 fn run(args: RunArgs) -> Result<(), String> {
-    let mut peers = Vec::new();
-    for p in &args.peer {
-        peers.extend(resolve(p)?);
+    let settings = Settings::load(args.config.as_deref(), std::env::vars(), &args.layer())?;
+    if args.check_config {
+        print!("{}", settings.describe());
+        return Ok(());
     }
-    let data_dir = args.data_dir.unwrap_or_else(store::default_data_dir);
-    let mut cfg = NodeConfig::new(args.listen, data_dir);
-    cfg.accept_private = args.allow_private
-        || peers
-            .iter()
-            .any(|p| p.ip().is_loopback() || p.ip().is_private());
-    cfg.peers = peers;
-    cfg.role = args.role.initial();
-    cfg.auto_role = args.role.is_auto();
-    cfg.max_ultrapeers = args.max_peers;
-    cfg.max_leaves = args.max_leaves;
-    cfg.compress = !args.no_compress;
-    cfg.bootstrap = if args.no_bootstrap {
-        Vec::new()
-    } else if args.uhc.is_empty() && args.gwc.is_empty() {
-        Service::builtin()
-    } else {
-        args.uhc
-            .into_iter()
-            .map(Service::Uhc)
-            .chain(args.gwc.into_iter().map(Service::Gwc))
-            .collect()
-    };
     let (stop_tx, stop_rx) = async_std::channel::bounded::<()>(1);
     let mut presses = 0;
     ctrlc::set_handler(move || {
@@ -288,56 +451,20 @@ fn run(args: RunArgs) -> Result<(), String> {
         let _ = stop_tx.try_send(());
     })
     .map_err(|e| format!("cannot watch for Ctrl-C: {e}"))?;
-    let shares = if args.share.is_empty() {
-        let d = cfg.data_dir.join("shared");
-        std::fs::create_dir_all(&d)
-            .map_err(|e| format!("cannot create the share folder {}: {e}", d.display()))?;
-        vec![d]
-    } else {
-        for d in &args.share {
-            if !d.is_dir() {
-                return Err(format!("--share {}: not a folder", d.display()));
-            }
-        }
-        args.share
-    };
-    for d in &shares {
-        log::info!("sharing {}", d.display());
-    }
-    let mut scfg = ServentConfig::new(cfg);
-    scfg.shares = shares;
-    scfg.upload_slots = args.upload_slots.max(1);
-    scfg.firewalled = args.firewalled.then_some(true);
-    async_std::task::block_on(async {
-        let s = Servent::start(scfg).await.map_err(|e| e.to_string())?;
-        let status = s.clone();
-        async_std::task::spawn(async move {
-            loop {
-                async_std::task::sleep(STATUS_EVERY).await;
-                log::info!("{}", status.summary());
-            }
-        });
-        let _ = stop_rx.recv().await;
-        log::info!("stopping: saying goodbye to peers");
-        s.shutdown().await;
-        Ok(())
-    })
+    block_on(cli::daemon::run(settings, stop_rx))
 }
-
-/// How often `servent run` says how it is doing.
-const STATUS_EVERY: Duration = Duration::from_secs(300);
 
 /// A short-lived leaf for `search` and `get`.
 fn one_shot(
     peers: &[String],
-    data_dir: Option<std::path::PathBuf>,
+    data_dir: PathBuf,
     listen: SocketAddrV4,
 ) -> Result<ServentConfig, String> {
     let mut addrs = Vec::new();
     for p in peers {
-        addrs.extend(resolve(p)?);
+        addrs.extend(cli::daemon::resolve(p)?);
     }
-    let mut cfg = NodeConfig::new(listen, data_dir.unwrap_or_else(store::default_data_dir));
+    let mut cfg = NodeConfig::new(listen, data_dir);
     cfg.accept_private = addrs
         .iter()
         .any(|p| p.ip().is_loopback() || p.ip().is_private());
@@ -353,12 +480,24 @@ fn one_shot(
 }
 
 fn search(args: SearchArgs) -> Result<(), String> {
+    let settings = client_settings(args.config.as_deref(), args.api, args.data_dir)?;
+    // A --peer asks for a servent of our own on that peer; otherwise a running daemon does it.
+    if args.peer.is_empty()
+        && let Some(c) = block_on(remote::running(&settings))
+    {
+        return block_on(remote::search(
+            &c,
+            &args.words,
+            Duration::from_secs(args.wait),
+            args.json,
+        ));
+    }
     let cfg = one_shot(
         &args.peer,
-        args.data_dir,
+        settings.data_dir.clone(),
         "127.0.0.1:0".parse().expect("valid"),
     )?;
-    async_std::task::block_on(async {
+    block_on(async {
         let s = Servent::start(cfg).await.map_err(|e| e.to_string())?;
         let mut err = std::io::stderr();
         cli::search::joined(&s, &mut err).await?;
@@ -384,11 +523,17 @@ fn search(args: SearchArgs) -> Result<(), String> {
 
 fn get(args: GetArgs) -> Result<(), String> {
     let (urn, name) = cli::search::parse_target(&args.target)?;
-    let out = args
-        .out
-        .unwrap_or_else(|| dirs::download_dir().unwrap_or_else(|| std::path::PathBuf::from(".")));
-    let cfg = one_shot(&args.peer, args.data_dir, args.listen)?;
-    async_std::task::block_on(async {
+    let settings = client_settings(args.config.as_deref(), args.api, args.data_dir)?;
+    // The daemon saves into its own download folder: --out and --peer need our own servent.
+    if args.peer.is_empty()
+        && args.out.is_none()
+        && let Some(c) = block_on(remote::running(&settings))
+    {
+        return block_on(remote::get(&c, &args.target, args.json));
+    }
+    let out = args.out.unwrap_or_else(|| settings.download_dir.clone());
+    let cfg = one_shot(&args.peer, settings.data_dir.clone(), args.listen)?;
+    block_on(async {
         let s = Servent::start(cfg).await.map_err(|e| e.to_string())?;
         let mut err = std::io::stderr();
         cli::search::joined(&s, &mut err).await?;
@@ -411,7 +556,12 @@ fn get(args: GetArgs) -> Result<(), String> {
         let r = cli::search::download_with_progress(&s, spec, &out, &mut err).await;
         s.shutdown().await;
         let path = r?;
-        println!("{}", path.display());
+        if args.json {
+            let v = serde_json::json!({ "urn": urn, "path": path });
+            println!("{v}");
+        } else {
+            println!("{}", path.display());
+        }
         Ok(())
     })
 }

@@ -249,6 +249,38 @@ impl Servent {
         self.shared.is_firewalled()
     }
 
+    /// Whether we tell others to push to us, and why, in words.
+    pub fn firewall_reason(&self) -> (bool, &'static str) {
+        match self.shared.firewalled {
+            Some(true) => (
+                true,
+                "set to firewalled by the settings (firewalled = true)",
+            ),
+            Some(false) => (
+                false,
+                "set to reachable by the settings (firewalled = false)",
+            ),
+            None if self.shared.node.reachable() => {
+                (false, "a connection from outside reached our port")
+            }
+            None => (
+                true,
+                "no connection from outside has reached our port yet (as a leaf we ask our \
+                 ultrapeer to connect back; forward the port or listen on a public address)",
+            ),
+        }
+    }
+
+    /// Where the GUID, caches and the API token live.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.shared.data_dir
+    }
+
+    /// The shared folders.
+    pub fn share_folders(&self) -> &[PathBuf] {
+        &self.shared.shares
+    }
+
     /// Rescans the share folders; new, changed and removed files show from now on. The old
     /// library keeps answering until the new one is ready.
     pub async fn rescan(&self) {

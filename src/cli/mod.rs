@@ -1,4 +1,6 @@
 //! What the command-line subcommands do, kept in the library so tests can run it too.
 
+pub mod daemon;
 pub mod demo;
+pub mod remote;
 pub mod search;

@@ -76,6 +76,8 @@ pub struct NodeConfig {
     pub max_leaves: usize,
     /// Ultrapeer links to dial for; `None` for the role's default.
     pub want_ultrapeers: Option<usize>,
+    /// Ultrapeer links to keep as a leaf (3).
+    pub leaf_ultrapeers: usize,
     pub compress: bool,
     /// Accept loopback and private addresses as peers (on by default when listening on one).
     pub accept_private: bool,
@@ -106,6 +108,7 @@ impl NodeConfig {
             max_ultrapeers: 32,
             max_leaves: 30,
             want_ultrapeers: None,
+            leaf_ultrapeers: 3,
             compress: true,
             accept_private: ip.is_loopback() || ip.is_private(),
             advertise: None,
@@ -125,6 +128,23 @@ struct Link {
     /// Set once the link is to close: the Bye to send last, if any.
     closing: Mutex<Option<Option<(u16, String)>>>,
     stream: TcpStream,
+    /// Deflate on the link, incoming and outgoing.
+    compressed: (bool, bool),
+    /// Bytes read from and written to the socket (compressed, as on the wire).
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// One link as the shell sees it, for status displays.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LinkStats {
+    pub id: ConnId,
+    pub compressed_in: bool,
+    pub compressed_out: bool,
+    /// Output queue fill, 0 to 1.
+    pub queue_fill: f32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 struct Inner {
@@ -218,6 +238,10 @@ impl Node {
         let mut ocfg = overlay::Config::new(cfg.role, servent);
         ocfg.max_ultrapeers = cfg.max_ultrapeers;
         ocfg.max_leaves = cfg.max_leaves;
+        ocfg.leaf_ultrapeers = cfg.leaf_ultrapeers.max(1);
+        if cfg.role == Role::Leaf {
+            ocfg.want_ultrapeers = ocfg.leaf_ultrapeers;
+        }
         if let Some(w) = cfg.want_ultrapeers {
             ocfg.want_ultrapeers = w;
         }
@@ -386,6 +410,31 @@ impl Node {
             .iter()
             .map(|(id, l)| (*id, lock(&l.queue).fill()))
             .collect()
+    }
+
+    /// Socket-level figures of each link, for status displays.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        lock(&self.inner.links)
+            .iter()
+            .map(|(id, l)| LinkStats {
+                id: *id,
+                compressed_in: l.compressed.0,
+                compressed_out: l.compressed.1,
+                queue_fill: lock(&l.queue).fill(),
+                bytes_in: l.bytes_in.load(Ordering::Relaxed),
+                bytes_out: l.bytes_out.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Says Bye 200 to one peer and closes the link. False when there is no such link.
+    pub fn disconnect(&self, id: ConnId) -> bool {
+        let Some(link) = lock(&self.inner.links).get(&id).cloned() else {
+            return false;
+        };
+        info!("disconnecting {} on request", link.addr);
+        close(&link, Some((200, "Closed by the user".into())));
+        true
     }
 
     /// Adds hosts and dials them as needed (`pinned` ones are kept and redialled).
@@ -791,6 +840,9 @@ async fn run_link(
         wake: wake_tx,
         closing: Mutex::new(None),
         stream: stream.clone(),
+        compressed: (est.compression.incoming, est.compression.outgoing),
+        bytes_in: AtomicU64::new(est.leftover.len() as u64),
+        bytes_out: AtomicU64::new(0),
     });
     lock(&inner.links).insert(id, link.clone());
     let info = ConnInfo {
@@ -845,7 +897,15 @@ async fn run_link(
         wake_rx,
         est.compression.outgoing,
     ));
-    let why = read_loop(&inner, id, stream, est.leftover, est.compression.incoming).await;
+    let why = read_loop(
+        &inner,
+        id,
+        stream,
+        est.leftover,
+        est.compression.incoming,
+        &link.bytes_in,
+    )
+    .await;
     match &why {
         Ok(()) => debug!("link {id} to {addr} closed"),
         Err(e) => debug!("link {id} to {addr} ended: {e}"),
@@ -868,6 +928,7 @@ async fn read_loop(
     mut stream: TcpStream,
     leftover: Vec<u8>,
     compressed: bool,
+    counted: &AtomicU64,
 ) -> io::Result<()> {
     let mut inflater = compressed.then(Inflater::new);
     let mut raw = leftover;
@@ -908,6 +969,7 @@ async fn read_loop(
         if n == 0 {
             return Ok(());
         }
+        counted.fetch_add(n as u64, Ordering::Relaxed);
         raw.extend_from_slice(&chunk[..n]);
     }
 }
@@ -979,6 +1041,8 @@ async fn write_loop(link: Arc<Link>, mut stream: TcpStream, wake: Receiver<()>, 
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
+            link.bytes_out
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if let Some(bye) = closing {
                 if bye.is_some() {
                     // Half-close, give the peer time to read the Bye, then close.

@@ -62,6 +62,8 @@ pub struct Config {
     pub max_ttl: u8,
     /// Ultrapeer links we try to keep by dialling (a leaf keeps 3, PROTOCOL.md §7).
     pub want_ultrapeers: usize,
+    /// Ultrapeer links a leaf keeps (PROTOCOL.md §7: 3), also after a demotion.
+    pub leaf_ultrapeers: usize,
     /// Ultrapeer links we accept at most (our degree).
     pub max_ultrapeers: usize,
     pub max_leaves: usize,
@@ -108,6 +110,7 @@ impl Config {
             servent,
             max_ttl: 4,
             want_ultrapeers: if role == Role::Leaf { 3 } else { 8 },
+            leaf_ultrapeers: 3,
             max_ultrapeers: 32,
             max_leaves: 30,
             accept_private: false,
@@ -1164,7 +1167,10 @@ impl Overlay {
         self.hosts.retry_all(now);
         self.cfg.role = to;
         self.up_qrp_role_changed();
-        self.cfg.want_ultrapeers = fresh.want_ultrapeers;
+        self.cfg.want_ultrapeers = match to {
+            Role::Leaf => self.cfg.leaf_ultrapeers,
+            Role::Ultrapeer => fresh.want_ultrapeers,
+        };
         self.cfg.alive_unanswered = fresh.alive_unanswered;
         match to {
             Role::Ultrapeer => info!("promoted to ultrapeer: {reason}"),

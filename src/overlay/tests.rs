@@ -526,6 +526,7 @@ fn an_auto_ultrapeer_without_leaves_demotes_and_says_goodbye_to_all() {
     // A reachable node that qualifies from the start: only the missing leaves can demote it.
     cfg.thresholds.min_uptime = Duration::ZERO;
     cfg.thresholds.score = 25;
+    cfg.leaf_ultrapeers = 5;
     cfg.accept_private = true;
     cfg.idle_timeout = Duration::from_secs(1 << 30);
     cfg.alive_interval = Duration::from_secs(1 << 30);
@@ -570,6 +571,8 @@ fn an_auto_ultrapeer_without_leaves_demotes_and_says_goodbye_to_all() {
         .count();
     assert_eq!(byes, 2);
     assert_eq!(o.role(), Role::Leaf);
+    // As a leaf it keeps the configured number of ultrapeer links.
+    assert_eq!(o.config().want_ultrapeers, 5);
 }
 
 #[test]

@@ -236,6 +236,30 @@ fn file_names(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// Removes what a download of `name` into `dir` left behind (partial file and saved state), so
+/// a cancelled download leaves nothing that a later one would resume from.
+pub fn discard(dir: &Path, name: &str) -> io::Result<()> {
+    let (part, state) = file_names(dir, name);
+    for p in [part, state] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of `name` already saved in `dir` by an earlier, interrupted download of `urn`.
+pub fn saved_bytes(dir: &Path, name: &str, urn: &Sha1Urn) -> u64 {
+    let (_, state_path) = file_names(dir, name);
+    std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<State>(&b).ok())
+        .filter(|s| &s.spec.urn == urn)
+        .map(|s| s.done.iter().map(|(a, b)| b - a).sum())
+        .unwrap_or(0)
+}
+
 fn final_path(dir: &Path, name: &str) -> PathBuf {
     let (part, _) = file_names(dir, name);
     let base = part
@@ -320,6 +344,19 @@ impl From<io::Error> for FetchError {
     }
 }
 
+/// `bytes FROM-TO/TOTAL` → (FROM, TOTAL).
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (from, to) = range.split_once('-')?;
+    let (from, to, total) = (
+        from.trim().parse::<u64>().ok()?,
+        to.trim().parse::<u64>().ok()?,
+        total.trim().parse::<u64>().ok()?,
+    );
+    (from <= to && to < total).then_some((from, total))
+}
+
 /// Writes `buf` at `at` off the async threads; hands the buffer back for reuse.
 fn write_at(
     file: &Arc<std::fs::File>,
@@ -366,7 +403,28 @@ async fn fetch(
         .and_then(|v| v.to_str().ok())
         .map(parse_available);
     let offset = match status.as_u16() {
-        206 => start,
+        // Trust the range the source says it sends, not the one we asked for: a source that
+        // answers another range would otherwise put its bytes at the wrong offsets.
+        206 => match resp
+            .headers()
+            .get(hyper::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range)
+        {
+            Some((from, total)) if from <= start && total == spec.size => from,
+            Some(_) => {
+                return Err(err(format!(
+                    "{} sent a range other than the one asked for",
+                    src.addr
+                )));
+            }
+            None => {
+                return Err(err(format!(
+                    "{} answered 206 without a valid Content-Range",
+                    src.addr
+                )));
+            }
+        },
         // A whole-file answer to a range request: skip to our part.
         200 => 0,
         416 | 503 if available.as_ref().is_some_and(|a| !a.is_empty()) => {
@@ -773,6 +831,20 @@ pub async fn write_giv(s: &mut TcpStream, index: FileIndex, servent: ServentId) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_ranges_parse_and_nonsense_is_refused() {
+        assert_eq!(parse_content_range("bytes 0-99/100"), Some((0, 100)));
+        assert_eq!(
+            parse_content_range("bytes 1048576-2097151/5000000"),
+            Some((1048576, 5000000))
+        );
+        assert_eq!(parse_content_range("bytes 5-4/100"), None);
+        assert_eq!(parse_content_range("bytes 0-100/100"), None);
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range(""), None);
+    }
 
     #[test]
     fn giv_lines_of_gtk_gnutella_and_limewire_parse() {

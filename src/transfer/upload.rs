@@ -98,6 +98,8 @@ pub struct Uploads {
     /// Uploads finished (whole requested range sent); once non-zero, hits say so.
     pub completed: Arc<AtomicU64>,
     pub bytes_sent: Arc<AtomicU64>,
+    /// Uploads in progress and the last ones finished, for status displays.
+    pub tracker: Arc<Tracker>,
 }
 
 impl Uploads {
@@ -107,7 +109,120 @@ impl Uploads {
             slots: Slots::new(max_slots),
             completed: Arc::new(AtomicU64::new(0)),
             bytes_sent: Arc::new(AtomicU64::new(0)),
+            tracker: Arc::new(Tracker::default()),
         })
+    }
+}
+
+/// Finished uploads remembered for status displays; older ones are forgotten. A page shows
+/// about a screenful.
+pub const RECENT_UPLOADS: usize = 50;
+
+/// One upload (one request's range) as a status display shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UploadView {
+    pub peer: SocketAddrV4,
+    pub name: String,
+    /// Bytes sent so far.
+    pub bytes: u64,
+    /// Bytes asked for in this request (the range's length).
+    pub size: u64,
+    /// Seconds since the upload started.
+    pub started_secs: u64,
+    pub active: bool,
+}
+
+struct Tracked {
+    peer: SocketAddrV4,
+    name: String,
+    size: u64,
+    started: std::time::Instant,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Tracked {
+    fn view(&self, active: bool) -> UploadView {
+        UploadView {
+            peer: self.peer,
+            name: self.name.clone(),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            size: self.size,
+            started_secs: self.started.elapsed().as_secs(),
+            active,
+        }
+    }
+}
+
+/// Uploads in progress (bounded by the slots) and the last [`RECENT_UPLOADS`] finished.
+#[derive(Default)]
+pub struct Tracker {
+    next: AtomicU64,
+    active: std::sync::Mutex<std::collections::HashMap<u64, Tracked>>,
+    recent: std::sync::Mutex<std::collections::VecDeque<Tracked>>,
+}
+
+impl Tracker {
+    fn start(
+        self: &Arc<Self>,
+        peer: SocketAddrV4,
+        name: &str,
+        size: u64,
+    ) -> (Tracking, Arc<AtomicU64>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let t = Tracked {
+            peer,
+            name: name.to_string(),
+            size,
+            started: std::time::Instant::now(),
+            bytes: bytes.clone(),
+        };
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, t);
+        (Tracking(self.clone(), id), bytes)
+    }
+
+    /// Active uploads first (newest first), then finished ones (newest first).
+    pub fn list(&self) -> Vec<UploadView> {
+        let mut active: Vec<UploadView> = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|t| t.view(true))
+            .collect();
+        active.sort_by_key(|v| v.started_secs);
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        active.extend(recent.iter().rev().map(|t| t.view(false)));
+        active
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Held by an upload's body; dropping it (sent or abandoned) moves the upload to the recent
+/// list.
+struct Tracking(Arc<Tracker>, u64);
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        let t = self
+            .0
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+        if let Some(t) = t {
+            let mut recent = self.0.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() >= RECENT_UPLOADS {
+                recent.pop_front();
+            }
+            recent.push_back(t);
+        }
     }
 }
 
@@ -425,7 +540,7 @@ async fn respond_inner(
     let body = if head || len == 0 {
         empty()
     } else {
-        match file_body(&file, start, len, slot, up) {
+        match file_body(&file, start, len, slot, up, peer) {
             Ok(b) => b,
             Err(e) => {
                 info!("cannot open {} for {peer}: {e}", file.path.display());
@@ -499,10 +614,13 @@ fn file_body(
     len: u64,
     slot: Option<Slot>,
     up: &Uploads,
+    peer: SocketAddrV4,
 ) -> io::Result<Body> {
     use std::os::unix::fs::FileExt;
     let f = Arc::new(std::fs::File::open(&file.path)?);
-    let sent = (up.bytes_sent.clone(), up.completed.clone());
+    let (tracking, mine) = up.tracker.start(peer, &file.name, len);
+    let slot = (slot, tracking);
+    let sent = (up.bytes_sent.clone(), up.completed.clone(), mine);
     let state = (f, start, start + len, slot, sent);
     let stream = futures_lite::stream::unfold(state, |(f, pos, end, slot, sent)| async move {
         if pos >= end {
@@ -532,6 +650,7 @@ fn file_body(
         match read {
             Ok(b) => {
                 sent.0.fetch_add(b.len() as u64, Ordering::Relaxed);
+                sent.2.fetch_add(b.len() as u64, Ordering::Relaxed);
                 let next = pos + b.len() as u64;
                 if next == end {
                     sent.1.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,414 @@
+//! Downloads started through the API: each looks for sources (unless a search already found
+//! them), then downloads in its own task. Pause drops that task (the downloader saves its
+//! state after every chunk, so nothing is lost but the chunks in flight); resume starts a new
+//! one that picks up the saved state; cancel also removes the partial file and its state.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_std::channel::{Sender, bounded};
+use serde::Serialize;
+
+use crate::servent::{Servent, add_found, found_in_hit};
+use crate::transfer::download::{self, Progress, Spec};
+use crate::wire::Sha1Urn;
+
+/// Downloads listed at once; finished ones are forgotten oldest first to make room.
+pub const MAX_DOWNLOADS: usize = 100;
+/// How long a download by SHA-1 alone waits for its first source.
+pub const SOURCE_WAIT: Duration = Duration::from_secs(20);
+/// After the first source answers, more are gathered for this long before starting.
+pub const MORE_SOURCES: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Searching,
+    Downloading,
+    Paused,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    pub const ALL: [State; 6] = [
+        State::Searching,
+        State::Downloading,
+        State::Paused,
+        State::Done,
+        State::Failed,
+        State::Cancelled,
+    ];
+
+    fn finished(self) -> bool {
+        matches!(self, State::Done | State::Failed | State::Cancelled)
+    }
+
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Searching => "searching",
+            State::Downloading => "downloading",
+            State::Paused => "paused",
+            State::Done => "done",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Stops a search when dropped, so a paused or cancelled source search stops too.
+struct SearchGuard<'a>(&'a Servent, crate::wire::Guid);
+
+impl Drop for SearchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.stop_search(&self.1);
+    }
+}
+
+/// A download as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct View {
+    pub id: u64,
+    pub urn: Sha1Urn,
+    pub name: String,
+    pub size: u64,
+    pub state: State,
+    pub bytes: u64,
+    pub rate_bps: u64,
+    pub eta_secs: Option<u64>,
+    pub sources: usize,
+    pub path: Option<PathBuf>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DownloadError {
+    #[error("no download {0}")]
+    NotFound(u64),
+    #[error("download {0} is {1:?}: only a running download can be paused")]
+    NotRunning(u64, State),
+    #[error("download {0} is {1:?}: only a paused or failed download can be resumed")]
+    NotPaused(u64, State),
+    #[error("{MAX_DOWNLOADS} downloads are in progress; wait for one or cancel one")]
+    TooMany,
+    #[error("{0} is already being downloaded (download {1})")]
+    Duplicate(Sha1Urn, u64),
+}
+
+struct Entry {
+    id: u64,
+    urn: Sha1Urn,
+    /// Name to save as (from the magnet link or the first source), and the size once known.
+    name: Option<String>,
+    spec: Option<Spec>,
+    state: State,
+    progress: Arc<Progress>,
+    /// When the current run started and the bytes there were then, for the rate.
+    run: (Instant, u64),
+    path: Option<PathBuf>,
+    error: Option<String>,
+    stop: Option<Sender<()>>,
+    /// Counts runs, so a stopped run finishing late does not touch the run after it.
+    generation: u64,
+}
+
+impl Entry {
+    fn view(&self) -> View {
+        let bytes = self.progress.done.load(Ordering::Relaxed);
+        let size = self.spec.as_ref().map_or(0, |s| s.size);
+        let secs = self.run.0.elapsed().as_secs_f64();
+        let rate = if self.state == State::Downloading && secs > 0.0 {
+            (bytes.saturating_sub(self.run.1) as f64 / secs) as u64
+        } else {
+            0
+        };
+        View {
+            id: self.id,
+            urn: self.urn,
+            name: self.name.clone().unwrap_or_else(|| self.urn.to_string()),
+            size,
+            state: self.state,
+            bytes,
+            rate_bps: rate,
+            eta_secs: (rate > 0).then(|| size.saturating_sub(bytes) / rate),
+            sources: self.spec.as_ref().map_or(0, |s| s.sources.len()),
+            path: self.path.clone(),
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// The downloads of the API.
+pub struct Downloads {
+    servent: Servent,
+    dir: PathBuf,
+    list: Mutex<Vec<Entry>>,
+    next: AtomicU64,
+}
+
+impl Downloads {
+    pub fn new(servent: Servent, dir: PathBuf) -> Arc<Self> {
+        Arc::new(Downloads {
+            servent,
+            dir,
+            list: Mutex::new(Vec::new()),
+            next: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Adds a download of `urn`. With `spec` (sources from a search) it starts at once;
+    /// otherwise it first searches the network for sources.
+    pub fn add(
+        self: &Arc<Self>,
+        urn: Sha1Urn,
+        name: Option<String>,
+        spec: Option<Spec>,
+    ) -> Result<View, DownloadError> {
+        let mut list = self.lock();
+        if let Some(e) = list.iter().find(|e| e.urn == urn && !e.state.finished()) {
+            return Err(DownloadError::Duplicate(urn, e.id));
+        }
+        if list.len() >= MAX_DOWNLOADS {
+            match list.iter().position(|e| e.state.finished()) {
+                Some(i) => {
+                    list.remove(i);
+                }
+                None => return Err(DownloadError::TooMany),
+            }
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut spec = spec;
+        if let (Some(s), Some(n)) = (spec.as_mut(), name.as_ref()) {
+            s.name = n.clone();
+        }
+        let progress = Arc::new(Progress::default());
+        if let Some(s) = &spec {
+            progress.total.store(s.size, Ordering::Relaxed);
+        }
+        let entry = Entry {
+            id,
+            urn,
+            name: name.or_else(|| spec.as_ref().map(|s| s.name.clone())),
+            spec,
+            state: State::Searching,
+            progress,
+            run: (Instant::now(), 0),
+            path: None,
+            error: None,
+            stop: None,
+            generation: 0,
+        };
+        list.push(entry);
+        let view = self.launch(list.last_mut().expect("just pushed"));
+        Ok(view)
+    }
+
+    /// Starts (or restarts) the task of `e`.
+    fn launch(self: &Arc<Self>, e: &mut Entry) -> View {
+        let (tx, rx) = bounded::<()>(1);
+        e.stop = Some(tx);
+        e.error = None;
+        e.generation += 1;
+        let generation = e.generation;
+        e.state = if e.spec.is_some() {
+            State::Downloading
+        } else {
+            State::Searching
+        };
+        let id = e.id;
+        let me = self.clone();
+        async_std::task::spawn(async move {
+            let work = me.work(id);
+            let stopped = async {
+                let _ = rx.recv().await;
+                None
+            };
+            let outcome = futures_lite::future::or(async { Some(work.await) }, stopped).await;
+            me.finish(id, generation, outcome);
+        });
+        e.view()
+    }
+
+    /// Finds sources if needed, then downloads. The result is the saved file's path.
+    async fn work(&self, id: u64) -> Result<PathBuf, String> {
+        let Some((urn, spec, progress)) = self
+            .lock()
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| (e.urn, e.spec.clone(), e.progress.clone()))
+        else {
+            return Err("forgotten".into());
+        };
+        let spec = match spec {
+            Some(s) => s,
+            None => {
+                let s = self.find_sources(&urn).await?;
+                let mut list = self.lock();
+                let e = list.iter_mut().find(|e| e.id == id).ok_or("forgotten")?;
+                let mut s = s;
+                if let Some(n) = &e.name {
+                    s.name = n.clone();
+                }
+                e.name = Some(s.name.clone());
+                e.spec = Some(s.clone());
+                e.state = State::Downloading;
+                e.progress.total.store(s.size, Ordering::Relaxed);
+                s
+            }
+        };
+        let have = download::saved_bytes(&self.dir, &spec.name, &spec.urn);
+        if let Some(e) = self.lock().iter_mut().find(|e| e.id == id) {
+            e.run = (Instant::now(), have);
+            e.progress.done.store(have, Ordering::Relaxed);
+        }
+        self.servent
+            .download(spec, &self.dir, &progress)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn find_sources(&self, urn: &Sha1Urn) -> Result<Spec, String> {
+        let search = self.servent.search_urn(urn);
+        let _stop = SearchGuard(&self.servent, search.muid);
+        let mut specs = Vec::new();
+        let mut end = Instant::now() + SOURCE_WAIT;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let Ok(Ok(msg)) = async_std::future::timeout(left, search.hits.recv()).await else {
+                break;
+            };
+            for f in found_in_hit(&msg).into_iter().filter(|f| &f.urn == urn) {
+                if specs.is_empty() {
+                    end = end.min(Instant::now() + MORE_SOURCES);
+                }
+                add_found(&mut specs, f);
+            }
+        }
+        specs.pop().ok_or_else(|| {
+            format!(
+                "no source answered within {} s; try again later or add it from a search",
+                SOURCE_WAIT.as_secs()
+            )
+        })
+    }
+
+    fn finish(&self, id: u64, generation: u64, outcome: Option<Result<PathBuf, String>>) {
+        let mut list = self.lock();
+        let Some(e) = list
+            .iter_mut()
+            .find(|e| e.id == id && e.generation == generation)
+        else {
+            return;
+        };
+        e.stop = None;
+        match outcome {
+            Some(Ok(path)) => {
+                e.state = State::Done;
+                if let Some(s) = &e.spec {
+                    e.progress.done.store(s.size, Ordering::Relaxed);
+                }
+                e.path = Some(path);
+            }
+            Some(Err(why)) => {
+                log::info!("download {id} failed: {why}");
+                e.state = State::Failed;
+                e.error = Some(why);
+            }
+            // Stopped by pause or cancel, which set the state already.
+            None => {}
+        }
+        if e.state == State::Cancelled
+            && let Some(s) = &e.spec
+            && let Err(err) = download::discard(&self.dir, &s.name)
+        {
+            log::warn!("cannot remove the partial download of {}: {err}", s.name);
+        }
+    }
+
+    pub fn list(&self) -> Vec<View> {
+        self.lock().iter().map(Entry::view).collect()
+    }
+
+    pub fn get(&self, id: u64) -> Result<View, DownloadError> {
+        self.lock()
+            .iter()
+            .find(|e| e.id == id)
+            .map(Entry::view)
+            .ok_or(DownloadError::NotFound(id))
+    }
+
+    pub fn pause(&self, id: u64) -> Result<View, DownloadError> {
+        let mut list = self.lock();
+        let e = list
+            .iter_mut()
+            .find(|e| e.id == id)
+            .ok_or(DownloadError::NotFound(id))?;
+        if !matches!(e.state, State::Searching | State::Downloading) {
+            return Err(DownloadError::NotRunning(id, e.state));
+        }
+        e.state = State::Paused;
+        if let Some(stop) = e.stop.take() {
+            let _ = stop.try_send(());
+        }
+        Ok(e.view())
+    }
+
+    pub fn resume(self: &Arc<Self>, id: u64) -> Result<View, DownloadError> {
+        let mut list = self.lock();
+        let e = list
+            .iter_mut()
+            .find(|e| e.id == id)
+            .ok_or(DownloadError::NotFound(id))?;
+        if !matches!(e.state, State::Paused | State::Failed) {
+            return Err(DownloadError::NotPaused(id, e.state));
+        }
+        Ok(self.launch(e))
+    }
+
+    pub fn cancel(&self, id: u64) -> Result<View, DownloadError> {
+        let mut list = self.lock();
+        let e = list
+            .iter_mut()
+            .find(|e| e.id == id)
+            .ok_or(DownloadError::NotFound(id))?;
+        if e.state == State::Done {
+            // The file is complete and in place: cancelling it now would delete a good file.
+            return Ok(e.view());
+        }
+        let was = e.state;
+        e.state = State::Cancelled;
+        match e.stop.take() {
+            // The task removes the partial files once it has stopped writing.
+            Some(stop) => {
+                let _ = stop.try_send(());
+            }
+            None if was != State::Cancelled => {
+                if let Some(s) = &e.spec
+                    && let Err(err) = download::discard(&self.dir, &s.name)
+                {
+                    log::warn!("cannot remove the partial download of {}: {err}", s.name);
+                }
+            }
+            None => {}
+        }
+        Ok(e.view())
+    }
+
+    pub fn active(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|e| matches!(e.state, State::Searching | State::Downloading))
+            .count()
+    }
+}
