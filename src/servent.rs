@@ -358,6 +358,7 @@ impl Servent {
 
     /// Stops delivering hits for a search.
     pub fn stop_search(&self, muid: &Guid) {
+        self.shared.node.stop_search(*muid);
         self.shared
             .searches
             .lock()

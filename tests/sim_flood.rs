@@ -14,7 +14,13 @@ use servent::wire::{
 const NODES: usize = 400;
 
 fn random_graph(seed: u64) -> Sim {
-    let mut sim = Sim::new(NODES, |n| Sim::config(n, Role::Ultrapeer));
+    let mut sim = Sim::new(NODES, |n| {
+        // The origin's own search floods here: these pin how ultrapeers forward a query at
+        // each hop. Dynamic querying at the origin has its own tests (sim_dq.rs, overlay::dq).
+        let mut c = Sim::config(n, Role::Ultrapeer);
+        c.dynamic_query = false;
+        c
+    });
     let mut rng = SimRng::new(seed);
     // A ring keeps the graph connected; three random chords per node make it a small world of
     // degree about 8.

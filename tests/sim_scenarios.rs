@@ -35,7 +35,13 @@ fn hit_payload(node: usize) -> Vec<u8> {
 
 fn run(name: &str, s: &Value) {
     let n = s["nodes"].as_u64().unwrap() as usize;
-    let mut sim = Sim::new(n, |i| Sim::config(i, Role::Ultrapeer));
+    let mut sim = Sim::new(n, |i| {
+        // The origin's own search floods here: these pin how ultrapeers forward a query at
+        // each hop. Dynamic querying at the origin has its own tests (sim_dq.rs, overlay::dq).
+        let mut c = Sim::config(i, Role::Ultrapeer);
+        c.dynamic_query = false;
+        c
+    });
     for l in s["links"].as_array().unwrap() {
         let l = nums(l);
         sim.connect(l[0], l[1]);

@@ -450,6 +450,12 @@ impl Node {
         muid
     }
 
+    /// No more results are wanted for `muid`: our dynamic query for it ends, and a leaf
+    /// tells its ultrapeers so when they ask.
+    pub fn stop_search(&self, muid: Guid) {
+        lock(&self.inner.core).stop_search(muid);
+    }
+
     /// Answers a delivered query with a QueryHit payload.
     pub fn reply(&self, from: ConnId, query: &[u8], hit_payload: &[u8]) {
         let mut out = Vec::new();
@@ -846,6 +852,7 @@ async fn run_link(
         listen: est.peer.listen.or(dialled),
         guid: est.peer.guid,
         max_ttl: est.peer.max_ttl,
+        degree: est.peer.degree,
         ggep: est.peer.ggep,
         user_agent: est.peer.user_agent.clone().unwrap_or_default(),
         up_qrp: est.peer_role == Role::Ultrapeer && est.peer.ultrapeer_query_routing,

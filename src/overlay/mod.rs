@@ -8,6 +8,7 @@
 //! reused); every table is bounded; a descriptor is forwarded at most once per link and never
 //! back to where it came from.
 
+pub mod dq;
 pub mod hosts;
 pub mod queue;
 pub mod reputation;
@@ -81,6 +82,19 @@ pub struct Config {
     /// Seed of the generator for MUIDs. Fixed in the simulator so runs repeat; random in the
     /// network shell, since a restarted node must not reuse the MUIDs of its last run.
     pub seed: u64,
+    /// As an ultrapeer, send our queries and our leaves' by dynamic querying (PROTOCOL.md §7)
+    /// rather than flooding them.
+    pub dynamic_query: bool,
+    /// Results a dynamic query of ours aims for (gtk-gnutella and the spec: 150).
+    pub dq_own_results: u32,
+    /// Results a dynamic query for a leaf aims for (gtk-gnutella and the spec: 50).
+    pub dq_leaf_results: u32,
+    /// Dynamic queries running at once; beyond, queries are flooded as before.
+    pub max_dqs: usize,
+    /// Seen-descriptor routes kept; the simulator runs thousands of cores and keeps fewer.
+    pub route_capacity: usize,
+    /// Servent GUIDs kept for Push routing.
+    pub push_route_capacity: usize,
     /// How often an ultrapeer re-checks its merged QRP table for neighbour ultrapeers.
     pub up_qrp_interval: Duration,
     /// Switch between leaf and ultrapeer by reputation (`--role auto`); off when the user
@@ -106,6 +120,13 @@ impl Config {
             idle_timeout: Duration::from_secs(180),
             shared: (0, 0),
             seed: u64::from_le_bytes(servent.0[..8].try_into().expect("16 bytes")),
+            dynamic_query: true,
+            dq_own_results: 150,
+            dq_leaf_results: 50,
+            // gtk-gnutella has no fixed cap; 64 covers 30 leaves' searches with room to spare.
+            max_dqs: 64,
+            route_capacity: routes::ROUTE_CAPACITY,
+            push_route_capacity: routes::PUSH_ROUTE_CAPACITY,
             up_qrp_interval: upqrp::UP_QRP_INTERVAL,
             auto_role: false,
             thresholds: Thresholds::default(),
@@ -125,6 +146,8 @@ pub struct ConnInfo {
     pub listen: Option<SocketAddrV4>,
     pub guid: Option<ServentId>,
     pub max_ttl: Option<u8>,
+    /// Its `X-Degree`: ultrapeer links it keeps, for dynamic querying's horizon.
+    pub degree: Option<u32>,
     pub ggep: bool,
     pub user_agent: String,
     /// An ultrapeer that sent `X-Ultrapeer-Query-Routing`: it takes our merged table and may
@@ -289,6 +312,19 @@ pub struct Overlay {
     stats: Stats,
     started: Instant,
     reputation: reputation::Reputation,
+    dqs: dq::Dqs,
+    /// Our recent searches and the results kept for each, for a leaf's BEAR/12.
+    own: lru::LruCache<Guid, OwnSearch>,
+}
+
+/// Our searches remembered for query status (gtk-gnutella keeps as many as the user opens).
+const OWN_SEARCHES: usize = 64;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct OwnSearch {
+    results: u32,
+    kept: Option<u32>,
+    stopped: bool,
 }
 
 /// A copy of `frame` with new TTL and hops, ready to share between links.
@@ -316,18 +352,20 @@ impl Overlay {
         let rng = Rng(cfg.seed);
         let reputation = reputation::Reputation::new(cfg.thresholds.clone(), now);
         Overlay {
-            cfg,
             local_table: None,
             upqrp: upqrp::UpQrp::default(),
             conns: HashMap::new(),
-            routes: RouteTable::new(routes::ROUTE_CAPACITY, routes::ROUTE_LIFETIME),
-            push_routes: PushRoutes::new(routes::PUSH_ROUTE_CAPACITY),
+            routes: RouteTable::new(cfg.route_capacity, routes::ROUTE_LIFETIME),
+            push_routes: PushRoutes::new(cfg.push_route_capacity),
             hosts,
             dialing: HashMap::new(),
             rng,
             stats: Stats::default(),
             started: now,
             reputation,
+            dqs: dq::Dqs::new(cfg.max_dqs),
+            own: lru::LruCache::new(std::num::NonZeroUsize::new(OWN_SEARCHES).expect("> 0")),
+            cfg,
         }
     }
 
@@ -415,7 +453,10 @@ impl Overlay {
         match ev {
             Event::Connected { id, info } => self.on_connected(id, info, now, out),
             Event::Closed { id } => self.on_closed(id, now),
-            Event::Frame { id, frame } => self.on_frame(id, &frame, now, out),
+            Event::Frame { id, frame } => {
+                self.on_frame(id, &frame, now, out);
+                self.advance_dqs(now, out);
+            }
             Event::DialFailed { addr, try_hosts } => {
                 self.dialing.remove(&addr);
                 self.hosts.failed(&addr, now);
@@ -459,6 +500,8 @@ impl Overlay {
         let supported = supported_entries(&[
             triple(selector::HOPS_FLOW),
             triple(selector::TCP_CONNECT_BACK),
+            triple(selector::QUERY_STATUS_REQUEST),
+            triple(selector::QUERY_STATUS_RESPONSE),
         ]);
         let ms = Descriptor {
             muid: Guid([0; 16]),
@@ -571,6 +614,7 @@ impl Overlay {
         }
         self.routes.forget_conn(id);
         self.push_routes.forget_conn(id);
+        self.dqs.forget_conn(id);
     }
 
     fn close(&mut self, id: ConnId, code: u16, reason: &str, out: &mut Vec<Action>) {
@@ -626,10 +670,12 @@ impl Overlay {
                 out.push(Action::Close { id, bye: None });
             }
             Payload::Query(q) => self.on_query(id, frame, &q, now, out),
-            Payload::QueryHit(h) => self.on_hit(id, frame, h.servent, now, out),
+            Payload::QueryHit(h) => {
+                self.on_hit(id, frame, h.servent, h.results.len() as u32, now, out)
+            }
             Payload::Push(p) => self.on_push(id, frame, &p, now, out),
             Payload::Qrp(m) => self.on_qrp(id, m, out),
-            Payload::Vendor(v) => self.on_vendor(id, v, out),
+            Payload::Vendor(v) => self.on_vendor(id, d.muid, v, now, out),
         }
     }
 
@@ -794,7 +840,20 @@ impl Overlay {
         if self.cfg.role == Role::Leaf {
             return;
         }
-        self.pass_to_leaves(id, frame, q, out);
+        self.pass_to_leaves(Some(id), frame, q, out);
+        if from_leaf
+            && self.start_dq(
+                dq::Origin::Leaf(id),
+                h.muid,
+                frame.payload,
+                q,
+                h.ttl.0,
+                now,
+                out,
+            )
+        {
+            return;
+        }
         // Trim to our horizon, then spend one hop.
         let ttl = h.ttl.0.min(self.cfg.max_ttl.saturating_sub(h.hops.0));
         let Some(fwd_ttl) = ttl.checked_sub(1).filter(|t| *t > 0) else {
@@ -824,16 +883,15 @@ impl Overlay {
     /// leaf it came from, never to a leaf that has sent no table.
     fn pass_to_leaves(
         &mut self,
-        from: ConnId,
+        from: Option<ConnId>,
         frame: &Frame<'_>,
         q: &crate::wire::Query<'_>,
         out: &mut Vec<Action>,
     ) {
         // Extracting keywords costs Unicode normalisation: skip it when no leaf could match.
-        let any_table = self
-            .conns
-            .iter()
-            .any(|(&cid, c)| cid != from && c.qrp.as_ref().and_then(QrpReceiver::table).is_some());
+        let any_table = self.conns.iter().any(|(&cid, c)| {
+            Some(cid) != from && c.qrp.as_ref().and_then(QrpReceiver::table).is_some()
+        });
         if !any_table {
             return;
         }
@@ -844,7 +902,7 @@ impl Overlay {
         let h = frame.header;
         let mut msg: Option<Arc<[u8]>> = None;
         for (&cid, c) in &self.conns {
-            if cid == from || c.info.role != Role::Leaf {
+            if Some(cid) == from || c.info.role != Role::Leaf {
                 continue;
             }
             let Some(t) = c.qrp.as_ref().and_then(QrpReceiver::table) else {
@@ -868,11 +926,16 @@ impl Overlay {
         id: ConnId,
         frame: &Frame<'_>,
         servent: ServentId,
+        results: u32,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
         self.push_routes.learn(servent, id, now);
         let h = frame.header;
+        self.dqs.on_results(&h.muid, results);
+        if let Some(s) = self.own.peek_mut(&h.muid) {
+            s.results = s.results.saturating_add(results);
+        }
         match self.routes.lookup(h.muid, PayloadType::Query, now) {
             Some(Source::Local) => out.push(Action::Deliver(Delivery::Hit { msg: whole(frame) })),
             Some(Source::Conn(back)) if back != id && self.conns.contains_key(&back) => {
@@ -969,9 +1032,34 @@ impl Overlay {
         }
     }
 
-    fn on_vendor(&mut self, id: ConnId, v: VendorMessage<'_>, out: &mut Vec<Action>) {
+    fn on_vendor(
+        &mut self,
+        id: ConnId,
+        muid: Guid,
+        v: VendorMessage<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let conn = self.conns.get_mut(&id).expect("checked by on_frame");
         match v.body {
+            VendorBody::QueryStatusRequest
+                if self.cfg.role == Role::Leaf && conn.info.role == Role::Ultrapeer =>
+            {
+                // gtk-gnutella answers 0xFFFF for a search it no longer has.
+                let kept = match self.own.peek(&muid) {
+                    Some(s) if !s.stopped => s.kept.unwrap_or(s.results).min(0xFFFE) as u16,
+                    _ => 0xFFFF,
+                };
+                out.push(Action::Send {
+                    to: id,
+                    msg: dq::status_response(muid, kept).into(),
+                });
+            }
+            VendorBody::QueryStatusResponse { kept } if conn.info.role == Role::Leaf => {
+                let links = up_links(&self.conns, 1);
+                self.dqs
+                    .on_status((id, &muid, kept), &links, &mut self.rng, now, out);
+            }
             VendorBody::HopsFlow { max_hops } => conn.hops_flow = max_hops,
             VendorBody::TcpConnectBack { port } if !conn.connect_back_done => {
                 conn.connect_back_done = true;
@@ -1003,6 +1091,7 @@ impl Overlay {
         for (id, code, reason) in closing {
             self.close(id, code, reason, out);
         }
+        self.advance_dqs(now, out);
         for (id, muid) in pings {
             let ping = Descriptor {
                 muid,
@@ -1129,6 +1218,28 @@ impl Overlay {
         let muid = self.rng.guid();
         self.routes
             .record(muid, PayloadType::Query, Source::Local, now);
+        self.own.put(muid, OwnSearch::default());
+        let mut payload = std::borrow::Cow::Borrowed(payload);
+        if self.cfg.role == Role::Leaf
+            && let Ok(q) = crate::wire::Query::decode(&payload)
+            && q.flags.is_marked()
+        {
+            // We answer BEAR/11, so our ultrapeers may let us guide the query.
+            payload.to_mut()[0] |= (crate::wire::QueryFlags::LEAF_GUIDED >> 8) as u8;
+        }
+        if self.cfg.role == Role::Ultrapeer
+            && self.cfg.dynamic_query
+            && let Ok(q) = crate::wire::Query::decode(&payload)
+        {
+            let msg = raw_descriptor(muid, PayloadType::Query, 1, 0, &payload);
+            if let Ok(crate::wire::Framed::Frame(f)) = crate::wire::frame(&msg) {
+                self.pass_to_leaves(None, &f, &q, out);
+            }
+            if self.start_dq(dq::Origin::Local, muid, &payload, &q, ttl, now, out) {
+                return muid;
+            }
+        }
+        let payload: &[u8] = &payload;
         let ttl = ttl.min(self.cfg.max_ttl);
         let msg = raw_descriptor(muid, PayloadType::Query, ttl, 0, payload);
         let last_hop = (ttl == 1)
@@ -1150,6 +1261,85 @@ impl Overlay {
             }
         }
         muid
+    }
+
+    /// Our searcher kept `kept` of the results for `muid` (after its filters): what a leaf
+    /// reports in BEAR/12 and what our own dynamic query counts. Without it, every result
+    /// delivered counts as kept.
+    pub fn set_search_kept(&mut self, muid: Guid, kept: u32) {
+        if let Some(s) = self.own.peek_mut(&muid) {
+            s.kept = Some(kept);
+        }
+        self.dqs.set_kept(&muid, kept);
+    }
+
+    /// The searcher wants no more results for `muid`: our dynamic query ends, and as a leaf
+    /// we tell our ultrapeers so when they ask (BEAR/12 0xFFFF).
+    pub fn stop_search(&mut self, muid: Guid) {
+        if let Some(s) = self.own.peek_mut(&muid) {
+            s.stopped = true;
+        }
+        self.dqs.stop(&muid);
+    }
+
+    /// When the core next wants a Tick for its dynamic queries.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.dqs.next_deadline()
+    }
+
+    /// Dynamic queries running.
+    pub fn dynamic_queries(&self) -> usize {
+        self.dqs.len()
+    }
+
+    /// Why recent dynamic queries ended.
+    pub fn dq_ended(&self) -> &[(Guid, dq::End)] {
+        &self.dqs.ended
+    }
+
+    /// Starts a dynamic query when we are an ultrapeer doing them and have room; false when
+    /// the query should be flooded instead.
+    #[allow(clippy::too_many_arguments)]
+    fn start_dq(
+        &mut self,
+        origin: dq::Origin,
+        muid: Guid,
+        payload: &[u8],
+        q: &crate::wire::Query<'_>,
+        ttl: u8,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if self.cfg.role != Role::Ultrapeer || !self.cfg.dynamic_query || self.dqs.is_full() {
+            return false;
+        }
+        let (hops, target) = match origin {
+            dq::Origin::Local => (0, self.cfg.dq_own_results),
+            dq::Origin::Leaf(_) => (1, self.cfg.dq_leaf_results),
+        };
+        let keys = QueryKeys::of(q);
+        let start = dq::Start {
+            muid,
+            origin,
+            payload: payload.into(),
+            by_sha1: !keys.urns.is_empty(),
+            keys,
+            ttl: ttl.min(self.cfg.max_ttl),
+            hops,
+            target,
+            leaf_guided: q.flags.leaf_guided(),
+        };
+        let links = up_links(&self.conns, hops);
+        self.dqs.start(start, &links, &mut self.rng, now, out)
+    }
+
+    fn advance_dqs(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.dqs.next_deadline().is_some_and(|t| t <= now) {
+            // Hops differ between ours (0) and a leaf's (1); Hops Flow is rare enough that
+            // the stricter view serves both.
+            let links = up_links(&self.conns, 1);
+            self.dqs.advance(&links, &mut self.rng, now, out);
+        }
     }
 
     /// Answers a delivered query: `query` is the descriptor from [`Delivery::Query`], `payload`
@@ -1247,6 +1437,24 @@ impl QueryKeys {
             hits * 3 >= self.words.len() * 2
         }
     }
+}
+
+/// Our ultrapeer links as dynamic querying sees them; `hops` is what the query will carry.
+fn up_links(conns: &HashMap<ConnId, Conn>, hops: u8) -> Vec<dq::UpLink<'_>> {
+    let mut v: Vec<dq::UpLink<'_>> = conns
+        .iter()
+        .filter(|(_, c)| c.info.role == Role::Ultrapeer)
+        .map(|(&id, c)| dq::UpLink {
+            id,
+            degree: c.info.degree.unwrap_or(dq::LEGACY_DEGREE),
+            max_ttl: c.info.max_ttl.unwrap_or(4),
+            writable: hops < c.hops_flow,
+            table: c.qrp.as_ref().and_then(QrpReceiver::table),
+        })
+        .collect();
+    // HashMap order varies between runs; the shuffle that follows must not.
+    v.sort_by_key(|l| l.id);
+    v
 }
 
 fn triple(t: (crate::wire::VendorCode, u16, u16)) -> SupportedMessage {

@@ -14,6 +14,7 @@ fn info(port: u16, role: Role) -> ConnInfo {
         listen: Some(addr),
         guid: Some(ServentId([port as u8; 16])),
         max_ttl: Some(4),
+        degree: Some(32),
         ggep: true,
         user_agent: "test".into(),
         up_qrp: role == Role::Ultrapeer,
@@ -393,7 +394,9 @@ fn messages_supported_lists_only_what_we_act_on() {
         listed,
         vec![
             (crate::wire::VendorCode::BEAR, 4),
-            (crate::wire::VendorCode::BEAR, 7)
+            (crate::wire::VendorCode::BEAR, 7),
+            (crate::wire::VendorCode::BEAR, 11),
+            (crate::wire::VendorCode::BEAR, 12)
         ]
     );
 }

@@ -214,6 +214,7 @@ mod tests {
             ggep: true,
             user_agent: "test".into(),
             up_qrp,
+            degree: None,
         }
     }
 
@@ -468,12 +469,33 @@ mod tests {
     fn our_own_ttl_1_search_is_routed_by_the_neighbours_tables() {
         let now = Instant::now();
         let mut o = routing_node(now);
+        // Flooded, as when dynamic querying is off or its table is full (the dynamic query's
+        // probe is the next test).
+        o.cfg.dynamic_query = false;
         let mut out = Vec::new();
         o.search(b"\x00\x80other words\x00", 1, now, &mut out);
         assert_eq!(queries_sent(&out), vec![(1, 1), (3, 1), (4, 1), (5, 1)]);
         let mut out = Vec::new();
         o.search(b"\x00\x80other words\x00", 2, now, &mut out);
         assert_eq!(queries_sent(&out).len(), 5, "TTL 2 goes to every ultrapeer");
+    }
+
+    #[test]
+    fn a_dynamic_query_probes_with_ttl_1_only_the_ultrapeers_whose_tables_match() {
+        let now = Instant::now();
+        let mut o = routing_node(now);
+        let mut out = Vec::new();
+        o.search(b"\x00\x80other words\x00", 3, now, &mut out);
+        assert_eq!(queries_sent(&out), vec![(3, 1)]);
+        let mut out = Vec::new();
+        o.search(b"\x00\x80nothing matches\x00", 3, now, &mut out);
+        let probe = queries_sent(&out);
+        assert_eq!(
+            probe.len(),
+            3,
+            "no table matches: TTL 2 to three ultrapeers"
+        );
+        assert!(probe.iter().all(|&(_, ttl)| ttl == 2));
     }
 
     #[test]
