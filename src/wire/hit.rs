@@ -4,6 +4,10 @@
 
 use std::net::SocketAddrV4;
 
+use nom::Parser;
+use nom::bytes::complete::take;
+use nom::number::complete::{be_u32, le_u16, le_u32, u8 as byte};
+
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
@@ -11,8 +15,8 @@ use super::error::WireError;
 use super::ext::Extensions;
 use super::ggep::{Ggep, MAGIC};
 use super::scan::Marks;
-use super::simple::cstr;
-use super::types::{FileIndex, ServentId, Text, VendorCode, addr_from_parts, ser_hex};
+use super::simple::{cstr, fixed};
+use super::types::{FileIndex, ServentId, Text, VendorCode, ser_hex};
 
 /// One shared file in a hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -331,12 +335,13 @@ impl<'a> Trailer<'a> {
         if t.is_empty() {
             return Trailer::None;
         }
-        let parsed = t
-            .split_first_chunk::<5>()
-            .and_then(|(&[v0, v1, v2, v3, open], rest)| {
+        let parsed = (take::<_, _, nom::error::Error<&[u8]>>(4usize), byte)
+            .parse(t)
+            .ok()
+            .and_then(|(rest, (vendor, open))| {
                 let (open_data, private) = rest.split_at_checked(open as usize)?;
                 Some(Trailer::Qhd(Qhd {
-                    vendor: VendorCode([v0, v1, v2, v3]),
+                    vendor: VendorCode(vendor.try_into().expect("took 4")),
                     open_data,
                     private,
                 }))
@@ -377,19 +382,16 @@ pub struct QueryHit<'a> {
 
 impl<'a> QueryHit<'a> {
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
-        let Some((&[count, p0, p1, i0, i1, i2, i3, s0, s1, s2, s3], rest)) =
-            p.split_first_chunk::<11>()
-        else {
-            return Err(WireError::Truncated { what: "query hit" });
-        };
+        let (rest, (count, port, ip, speed)) =
+            fixed((byte, le_u16, be_u32, le_u32).parse(p), "query hit")?;
         let (results, rest) = Results::parse(rest, count)?;
         let Some(split) = rest.len().checked_sub(16) else {
             return Err(WireError::HitTrailerTruncated { len: rest.len() });
         };
         let (trailer, guid) = rest.split_at(split);
         Ok(QueryHit {
-            addr: addr_from_parts([i0, i1, i2, i3], u16::from_le_bytes([p0, p1])),
-            speed: u32::from_le_bytes([s0, s1, s2, s3]),
+            addr: SocketAddrV4::new(ip.into(), port),
+            speed,
             results,
             trailer: Trailer::parse(trailer),
             servent: ServentId(guid.try_into().expect("split at len-16")),

@@ -1,11 +1,13 @@
 //! Query (PROTOCOL.md §2.3): a big-endian flags word, NUL-terminated criteria, then an
 //! extension area. Decoding allocates nothing.
 
+use nom::Parser;
+use nom::number::complete::be_u16;
 use serde::Serialize;
 
 use super::error::WireError;
 use super::ext::Extensions;
-use super::simple::cstr;
+use super::simple::{cstr, fixed};
 use super::types::Text;
 
 /// The flags word (old "minimum speed"). Big-endian on the wire: `b8 00` is 0xB800.
@@ -88,12 +90,10 @@ pub struct Query<'a> {
 impl<'a> Query<'a> {
     #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
-        let Some((&flags, rest)) = p.split_first_chunk::<2>() else {
-            return Err(WireError::Truncated { what: "query" });
-        };
+        let (rest, flags) = fixed(be_u16.parse(p), "query")?;
         let (rest, criteria) = cstr(rest, "query criteria")?;
         Ok(Query {
-            flags: QueryFlags(u16::from_be_bytes(flags)),
+            flags: QueryFlags(flags),
             criteria,
             extensions: Extensions::parse(rest)?,
         })

@@ -4,13 +4,14 @@
 use std::net::SocketAddrV4;
 
 use nom::Parser;
-use nom::number::complete::le_u16;
+use nom::bytes::complete::take;
+use nom::number::complete::{be_u32, le_u16, le_u32};
 use serde::Serialize;
 
 use super::error::WireError;
 use super::ggep::{Ggep, MAGIC};
 use super::header::MAX_BYE;
-use super::types::{FileIndex, ServentId, Text, addr_from_parts, put_addr_ip_port};
+use super::types::{FileIndex, ServentId, Text, put_addr_ip_port};
 
 /// How far a Ping, Pong or Push may run past its fixed part: gtk-gnutella drops longer ones
 /// (PROTOCOL.md §1).
@@ -89,15 +90,12 @@ pub struct Pong<'a> {
 impl<'a> Pong<'a> {
     #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
-        let Some((&[p0, p1, i0, i1, i2, i3, f0, f1, f2, f3, k0, k1, k2, k3], tail)) =
-            p.split_first_chunk::<14>()
-        else {
-            return Err(WireError::Truncated { what: "pong" });
-        };
+        let (tail, (port, ip, files, kbytes)) =
+            fixed((le_u16, be_u32, le_u32, le_u32).parse(p), "pong")?;
         Ok(Pong {
-            addr: addr_from_parts([i0, i1, i2, i3], u16::from_le_bytes([p0, p1])),
-            files: u32::from_le_bytes([f0, f1, f2, f3]),
-            kbytes: u32::from_le_bytes([k0, k1, k2, k3]),
+            addr: SocketAddrV4::new(ip.into(), port),
+            files,
+            kbytes,
             ggep: ggep_tail(tail, "pong")?,
         })
     }
@@ -124,18 +122,12 @@ pub struct Push<'a> {
 impl<'a> Push<'a> {
     #[inline]
     pub fn decode(p: &'a [u8]) -> Result<Self, WireError> {
-        let Some((target, rest)) = p.split_first_chunk::<16>() else {
-            return Err(WireError::Truncated { what: "push" });
-        };
-        let Some((&[x0, x1, x2, x3, i0, i1, i2, i3, p0, p1], tail)) =
-            rest.split_first_chunk::<10>()
-        else {
-            return Err(WireError::Truncated { what: "push" });
-        };
+        let (tail, (target, index, ip, port)) =
+            fixed((take(16usize), le_u32, be_u32, le_u16).parse(p), "push")?;
         Ok(Push {
-            target: ServentId(*target),
-            index: FileIndex(u32::from_le_bytes([x0, x1, x2, x3])),
-            addr: addr_from_parts([i0, i1, i2, i3], u16::from_le_bytes([p0, p1])),
+            target: ServentId(target.try_into().expect("took 16")),
+            index: FileIndex(index),
+            addr: SocketAddrV4::new(ip.into(), port),
             ggep: ggep_tail(tail, "push")?,
         })
     }
