@@ -327,6 +327,10 @@ pub struct Breakdown {
     pub to_leaves_own: u64,
     pub to_leaves_other: u64,
     pub leaf_dup: u64,
+    /// Summed over the queries: the share of ultrapeers whose leaves' files hold at least two
+    /// of the query's three words, so that a last-hop table passes it (a lower bound: hash
+    /// collisions in the tables let more through).
+    pub ups_passing: f64,
 }
 
 impl Breakdown {
@@ -343,7 +347,7 @@ impl Breakdown {
 /// The breakdown table, per query of each class.
 pub fn breakdown_markdown(bs: &[Breakdown]) -> String {
     let mut s = String::from(
-        "| Other holders | Queries | Success | All / query | Leaf→UPs | DQ sends (TTL 1/2/3) | DQ to an UP already sent it | Forwarded TTL≥2 | Last hop | Fwd to an UP already sent it | To leaves (own UPs / others) | Leaf copies beyond the first |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| Other holders | Queries | Success | All / query | Leaf→UPs | DQ sends (TTL 1/2/3) | DQ to an UP already sent it | Forwarded TTL≥2 | Last hop | Fwd to an UP already sent it | To leaves (own UPs / others) | Leaf copies beyond the first | UPs a last hop passes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut lo = 0u32;
     for b in bs {
@@ -357,7 +361,7 @@ pub fn breakdown_markdown(bs: &[Breakdown]) -> String {
             format!("{lo}–{}", b.max_holders)
         };
         s.push_str(&format!(
-            "| {class} | {} | {:.1} % | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} |\n",
+            "| {class} | {} | {:.1} % | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | ≥ {:.0} % |\n",
             b.queries,
             100.0 * b.succeeded as f64 / q,
             per(b.total()),
@@ -372,6 +376,7 @@ pub fn breakdown_markdown(bs: &[Breakdown]) -> String {
             per(b.to_leaves_own),
             per(b.to_leaves_other),
             per(b.leaf_dup),
+            100.0 * b.ups_passing / q,
         ));
         lo = b.max_holders.saturating_add(1);
     }
@@ -522,12 +527,55 @@ pub fn run_supernodes(p: &Params, w: &Arc<Workload>) -> Report {
     let up_degree = links_per_node(&sim, |n| w.ultrapeer[n], Role::Ultrapeer);
     sim.set_responder(w.clone().responder());
     let mut r = run_queries(&mut sim, w, p.leaf_ttl, true);
+    ups_passing(&sim, w, &ups, &mut r);
     r.design = "Ultrapeers + QRP + dynamic querying".into();
     r.up_degree = up_degree;
     r.setup = setup;
     r.setup_qrp_messages = qrp_sent;
     r.wall = started.elapsed();
     r
+}
+
+/// Fills [`Breakdown::ups_passing`]: how many ultrapeers' last-hop tables a query's words get
+/// through, from the words of their leaves' files.
+fn ups_passing(sim: &Sim, w: &Workload, ups: &[NodeId], r: &mut Report) {
+    let words: Vec<std::collections::HashSet<&str>> = ups
+        .iter()
+        .map(|&u| {
+            sim.neighbours(u)
+                .into_iter()
+                .filter(|&n| !w.ultrapeer[n])
+                .flat_map(|n| w.shares[n].iter())
+                .flat_map(|&f| w.words[f as usize].iter().map(String::as_str))
+                .collect()
+        })
+        .collect();
+    let mut holders = vec![0u32; w.names.len()];
+    for sh in &w.shares {
+        for &f in sh {
+            holders[f as usize] += 1;
+        }
+    }
+    for &(n, f) in &w.queries {
+        let others = holders[f as usize] - u32::from(w.shares[n].contains(&f));
+        let class = HOLDER_CLASSES
+            .iter()
+            .position(|&m| others <= m)
+            .expect("last class is unbounded");
+        let q = &w.words[f as usize];
+        let passing = words
+            .iter()
+            .filter(|set| {
+                let hits = q.iter().filter(|x| set.contains(x.as_str())).count();
+                if q.len() < 3 {
+                    hits == q.len()
+                } else {
+                    hits * 3 >= q.len() * 2
+                }
+            })
+            .count();
+        r.breakdown[class].ups_passing += passing as f64 / ups.len().max(1) as f64;
+    }
 }
 
 /// Design (b): every node a peer on a random graph, flooding with TTL `flood_ttl`.
