@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use servent::sim::supernode::{Params, Report, Workload, markdown, run_flooding, run_supernodes};
+use servent::sim::supernode::{
+    Params, Report, Workload, breakdown_markdown, markdown, run_flooding, run_supernodes,
+};
 
 /// glibc raises its mmap threshold after the first zlib state (~256 KiB, one per QRP table
 /// sent) is freed; later ones then come from the heap, where the small messages and tables
@@ -140,6 +142,10 @@ fn main() {
         "supernodes: {:.1} s, peak RSS so far {:.0} MiB",
         dq.wall.as_secs_f64(),
         peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    println!(
+        "Where design a's query descriptors went, per query, by how many nodes other than the searcher share the file:\n\n{}",
+        breakdown_markdown(&dq.breakdown)
     );
     let fl = run_flooding(&p, &w);
     eprintln!("flooding: {:.1} s", fl.wall.as_secs_f64());

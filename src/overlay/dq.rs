@@ -5,6 +5,16 @@
 //! no connection is left. A leaf that marks its query "leaf guided" is asked how many hits it
 //! kept (BEAR/11) and may stop the query (BEAR/12 with 0xFFFF).
 //!
+//! The widening steps follow gtk-gnutella's `dq_send_next`: TTL rounded down, 3.7 s between
+//! steps (less for rare content), at most 50 ultrapeers. The probe is PROTOCOL.md §7's (TTL 1
+//! to up to three ultrapeers whose last-hop table matches, else TTL 2 to three), where
+//! gtk-gnutella probes those that can route it with the query's own TTL, one less per nine of
+//! them (dq.c:1718-1751). We never requery a probed ultrapeer with a higher TTL, which
+//! gtk-gnutella does only with peers announcing they handle it (dq.c:797-801): our routing
+//! drops every duplicate. Send-queue sizes and pending-message waits (dq.c:1583, 1668-1673)
+//! are not seen by this pure core. Beyond gtk-gnutella, an ultrapeer that relayed the query to
+//! us is not sent it again.
+//!
 //! No clock here either: every step takes `now`, and [`Dqs::next_deadline`] says when the
 //! next one is due.
 
@@ -24,10 +34,24 @@ pub const PROBE_UPS: usize = 3;
 /// TTL of a probe when no ultrapeer's last-hop table tells where the content is (PROTOCOL.md
 /// §7; a TTL-1 probe goes to the ultrapeers whose table matches).
 pub const PROBE_TTL: u8 = 2;
-/// Wait per hop of TTL for results before widening (PROTOCOL.md §7: 2.4 s per hop).
-pub const PER_HOP_WAIT: Duration = Duration::from_millis(2400);
-/// Wait after the probe, longer since its results set the pace (PROTOCOL.md §7: ≥ 7.2 s).
-pub const PROBE_WAIT: Duration = Duration::from_millis(7200);
+/// Wait for results after each query sent before widening (gtk-gnutella `DQ_QUERY_TIMEOUT`,
+/// dq.c:81, whatever the TTL).
+pub const QUERY_TIMEOUT: Duration = Duration::from_millis(3700);
+/// Extra wait per ultrapeer probed, since the probe's results set the pace (gtk-gnutella
+/// `DQ_PROBE_TIMEOUT`, dq.c:79; the probe waits this plus [`QUERY_TIMEOUT`] per probe sent).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The wait shrinks by this at each query sent while results stay low... (gtk-gnutella
+/// `DQ_TIMEOUT_ADJUST`, dq.c:82)
+const TIMEOUT_ADJUST: Duration = Duration::from_millis(100);
+/// ...down to this (`DQ_MIN_TIMEOUT`, dq.c:83).
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Results are low when fewer than `LOW_RESULTS` per `MIN_HORIZON` ultrapeers reached, once
+/// the horizon is past `MIN_HORIZON` (`DQ_MIN_HORIZON`, `DQ_LOW_RESULTS`, dq.c:95-96).
+const MIN_HORIZON: u32 = 3000;
+const LOW_RESULTS: u32 = 10;
+/// Ultrapeers queried at most: gtk-gnutella stops at `max_connections − normal_connections`
+/// (dq.c:1536-1538), 50 − 0 by default (gnet_props.ag).
+pub const MAX_UPS_QUERIED: u32 = 50;
 /// A dynamic query ends after this whatever happens (gtk-gnutella `DQ_MAX_LIFETIME`).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(600);
 /// Ultrapeers (theoretically) reached before we stop (gtk-gnutella `DQ_MAX_HORIZON`).
@@ -92,6 +116,8 @@ pub enum End {
     Horizon,
     Lifetime,
     NoUltrapeerLeft,
+    /// [`MAX_UPS_QUERIED`] ultrapeers were queried.
+    MaxQueried,
     /// The leaf (or our own searcher) said stop.
     Stopped,
     /// A guided query got far more raw results than its leaf keeps.
@@ -133,6 +159,11 @@ struct Dq {
     up_sent: u32,
     last_status: u32,
     queried: Vec<ConnId>,
+    /// Ultrapeer links that sent us this query themselves: they drop another copy as a
+    /// duplicate, so querying them would be a descriptor wasted.
+    has_it: Vec<ConnId>,
+    /// The current wait after a query sent (gtk-gnutella `result_timeout`).
+    result_timeout: Duration,
     started: Instant,
     next: Instant,
 }
@@ -205,6 +236,8 @@ impl Dqs {
             up_sent: 0,
             last_status: 0,
             queried: Vec::new(),
+            has_it: Vec::new(),
+            result_timeout: QUERY_TIMEOUT,
             started: now,
             next: now,
         };
@@ -229,7 +262,8 @@ impl Dqs {
             "DQ {muid}: probed {} ultrapeers, target {target}",
             dq.up_sent
         );
-        dq.next = now + PROBE_WAIT;
+        // gtk-gnutella dq.c:1758-1759: per probe sent, the probe allowance plus the usual wait.
+        dq.next = now + (PROBE_TIMEOUT + dq.result_timeout) * dq.up_sent.min(PROBE_UPS as u32);
         if dq.up_sent == 0 {
             // No one to probe: nothing more will come of it.
             self.finish(muid, End::NoUltrapeerLeft);
@@ -244,6 +278,16 @@ impl Dqs {
         if let Some(dq) = self.active.get_mut(muid) {
             dq.results = dq.results.saturating_add(count);
             dq.new_results = dq.new_results.saturating_add(count);
+        }
+    }
+
+    /// Ultrapeer link `from` sent us `muid` again: it has the query, so the query's next
+    /// steps skip it.
+    pub fn on_duplicate(&mut self, muid: &Guid, from: ConnId) {
+        if let Some(dq) = self.active.get_mut(muid)
+            && !dq.has_it.contains(&from)
+        {
+            dq.has_it.push(from);
         }
     }
 
@@ -376,16 +420,25 @@ impl Dq {
         }
     }
 
-    /// The smallest TTL whose horizon covers this link's share of the ultrapeers still to
-    /// reach, or the link's cap when none does (PROTOCOL.md §7).
+    /// The largest TTL whose horizon does not exceed this link's share of the ultrapeers
+    /// still to reach, "rounded to the lowest TTL to be conservative" (gtk-gnutella
+    /// `dq_select_ttl`, dq.c:355-397).
+    ///
+    /// Two places where we keep gtk-gnutella's intent rather than its letter: it divides
+    /// results by horizon in integers (dq.c:372), so results per ultrapeer is 0 until there
+    /// are as many results as ultrapeers reached and every TTL is the largest; and when even
+    /// TTL 1 reaches more than needed it falls back to the largest TTL (dq.c:386-387), the
+    /// widest query exactly when the fewest results are missing. We divide in floats and take
+    /// TTL 1 then.
     fn select_ttl(&self, l: &UpLink<'_>, links_left: usize) -> u8 {
         let needed = self.target.saturating_sub(self.kept_results()).max(1);
         let per_up = f64::from(self.results) / f64::from(self.horizon.max(1));
         let hosts = f64::from(needed) / per_up.max(1e-6) / links_left.max(1) as f64;
         let cap = self.cap(l);
         (1..=cap)
-            .find(|&t| f64::from(horizon(l.degree, t)) >= hosts)
-            .unwrap_or(cap)
+            .rev()
+            .find(|&t| f64::from(horizon(l.degree, t)) <= hosts)
+            .unwrap_or(1)
     }
 
     fn step(
@@ -440,20 +493,22 @@ impl Dq {
         if self.horizon >= MAX_HORIZON {
             return Some(End::Horizon);
         }
-        if self.leaf_guided && self.results > self.fin {
+        // gtk-gnutella checks this whether or not the query is guided (dq.c:1520): unguided,
+        // the target stops it first.
+        if self.results > self.fin {
             return Some(End::TooManyResults);
+        }
+        if self.up_sent >= MAX_UPS_QUERIED {
+            return Some(End::MaxQueried);
         }
         let mut open: Vec<&UpLink<'_>> = links
             .iter()
-            .filter(|l| l.writable && !self.queried.contains(&l.id))
+            .filter(|l| l.writable && !self.queried.contains(&l.id) && !self.has_it.contains(&l.id))
             .collect();
         shuffle(&mut open, rng);
-        // Links whose table matches first, those that sent none next, the rest last.
-        open.sort_by_key(|l| match l.table.map(|t| self.keys.matches(t)) {
-            Some(true) => 0,
-            None => 1,
-            Some(false) => 2,
-        });
+        // Links that can route it first: a matching table or none at all (gtk-gnutella
+        // `node_mq_qrp_cmp` with `qrp_node_can_route`; queue sizes we do not know).
+        open.sort_by_key(|l| !l.table.is_none_or(|t| self.keys.matches(t)));
         let left = open.len();
         for l in open {
             let ttl = self.select_ttl(l, left);
@@ -462,7 +517,17 @@ impl Dq {
                 continue;
             }
             self.send(muid, l, ttl, out);
-            self.next = now + PER_HOP_WAIT * u32::from(ttl);
+            // Rare content: little comes back from a wide horizon, so wait less (dq.c:1653-1660).
+            if self.horizon > MIN_HORIZON
+                && u64::from(self.kept_results())
+                    < u64::from(LOW_RESULTS) * u64::from(self.horizon) / u64::from(MIN_HORIZON)
+            {
+                self.result_timeout = self
+                    .result_timeout
+                    .saturating_sub(TIMEOUT_ADJUST)
+                    .max(MIN_TIMEOUT);
+            }
+            self.next = now + self.result_timeout;
             return None;
         }
         Some(End::NoUltrapeerLeft)

@@ -4,12 +4,16 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use super::super::{Action, Config, ConnId, ConnInfo, Event, Overlay};
-use super::{End, PER_HOP_WAIT, PROBE_WAIT, horizon};
+use super::{End, MAX_UPS_QUERIED, PROBE_TIMEOUT, QUERY_TIMEOUT, STATUS_TIMEOUT, horizon};
 use crate::handshake::Role;
 use crate::wire::{
     Descriptor, FileIndex, Framed, Guid, Hops, Payload, Query, QueryFlags, QueryHit, Results,
     ResultsBuilder, ServentId, Text, Trailer, Ttl, VendorBody, VendorMessage, frame,
 };
+
+/// What gtk-gnutella waits after probing three ultrapeers: 3 × (1.5 s + 3.7 s).
+const PROBE_WAIT: Duration =
+    Duration::from_millis(3 * (PROBE_TIMEOUT.as_millis() + QUERY_TIMEOUT.as_millis()) as u64);
 
 fn info(port: u16, role: Role) -> ConnInfo {
     let addr: SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
@@ -211,31 +215,92 @@ fn a_dynamic_query_widens_one_link_at_a_time_with_the_computed_ttl() {
     let probe = queries(&out);
     assert_eq!(probe.len(), 3);
     // 30 results from a horizon of 3 × 25 ultrapeers: 0.4 per ultrapeer, so 120 more need
-    // 300 ultrapeers, 100 through each of the 3 links left; TTL 2 reaches 25, TTL 3 635.
+    // 300 ultrapeers, 100 through each of the 3 links left. TTL 2 reaches 25, TTL 3 635:
+    // gtk-gnutella takes the largest TTL that does not overshoot, 2 (we used to take 3).
     feed(&mut o, probe[0].0, &hit(muid, 30), t0);
     assert!(queries(&tick(&mut o, t0 + PROBE_WAIT - Duration::from_millis(1))).is_empty());
     let t1 = t0 + PROBE_WAIT;
     let first = queries(&tick(&mut o, t1));
     assert_eq!(first.len(), 1, "one link at a time: {first:?}");
-    assert_eq!((first[0].1, first[0].2), (3, 0));
+    assert_eq!((first[0].1, first[0].2), (2, 0));
     assert!(probe.iter().all(|p| p.0 != first[0].0), "a new link");
-    // It waits 2.4 s per hop of that TTL before the next one.
-    let wait = PER_HOP_WAIT * 3;
-    assert!(queries(&tick(&mut o, t1 + wait - Duration::from_millis(1))).is_empty());
-    let second = queries(&tick(&mut o, t1 + wait));
+    // It waits 3.7 s whatever the TTL before the next one.
+    assert!(queries(&tick(&mut o, t1 + QUERY_TIMEOUT - Duration::from_millis(1))).is_empty());
+    let t2 = t1 + QUERY_TIMEOUT;
+    let second = queries(&tick(&mut o, t2));
     assert_eq!(second.len(), 1);
     assert_ne!(second[0].0, first[0].0);
-    // Results so far: 30 from 75 + 635 ultrapeers; 120 more need ~2840, ~1420 per link,
-    // more than TTL 3 reaches: the link's cap, X-Max-TTL 4.
-    assert_eq!(second[0].1, 4);
-    let t2 = t1 + wait + PER_HOP_WAIT * 4;
-    let third = queries(&tick(&mut o, t2));
+    // Results so far: 30 from 75 + 25 ultrapeers, 0.3 each; 120 more need 400, 200 per link.
+    assert_eq!(second[0].1, 2);
+    let t3 = t2 + QUERY_TIMEOUT;
+    let third = queries(&tick(&mut o, t3));
     assert_eq!(third.len(), 1);
     // No link left after the sixth: the query ends.
-    let end = queries(&tick(&mut o, t2 + PER_HOP_WAIT * 4));
+    let end = queries(&tick(&mut o, t3 + QUERY_TIMEOUT));
     assert!(end.is_empty());
     assert_eq!(o.dynamic_queries(), 0);
     assert_eq!(o.dq_ended(), &[(muid, End::NoUltrapeerLeft)]);
+}
+
+#[test]
+fn the_ttl_is_rounded_down_not_up() {
+    let t0 = Instant::now();
+    let mut o = node(Role::Ultrapeer, 6, 0, t0);
+    let mut out = Vec::new();
+    let muid = o.search(&query_payload(0x8000), 4, t0, &mut out);
+    let probe = queries(&out);
+    // 3 results from 75 ultrapeers: 147 more need 3675, 1225 per link left. TTL 3 reaches
+    // 635, TTL 4 15,761: TTL 3, where the smallest sufficient TTL would be 4.
+    feed(&mut o, probe[0].0, &hit(muid, 3), t0);
+    let first = queries(&tick(&mut o, t0 + PROBE_WAIT));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, 3);
+}
+
+#[test]
+fn when_even_ttl_1_overshoots_the_query_goes_on_with_ttl_1() {
+    let t0 = Instant::now();
+    let mut o = node(Role::Ultrapeer, 6, 0, t0);
+    let mut out = Vec::new();
+    let muid = o.search(&query_payload(0x8000), 4, t0, &mut out);
+    let probe = queries(&out);
+    // 148 of 150 from 75 ultrapeers: the 2 missing need about one ultrapeer, a third of
+    // one per link. gtk-gnutella would fall back to its largest TTL here (dq.c:386).
+    feed(&mut o, probe[0].0, &hit(muid, 148), t0);
+    let first = queries(&tick(&mut o, t0 + PROBE_WAIT));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, 1);
+}
+
+#[test]
+fn a_dynamic_query_skips_ultrapeers_that_sent_it_the_query() {
+    let t0 = Instant::now();
+    let mut o = node(Role::Ultrapeer, 4, 1, t0);
+    let muid = Guid([0x46; 16]);
+    let probe = queries(&feed(&mut o, 5, &leaf_query(muid, 0x8000, 3), t0));
+    assert_eq!(probe.len(), 3);
+    let rest = (1..=4).find(|l| probe.iter().all(|p| p.0 != *l)).unwrap();
+    // The one ultrapeer not probed got the query another way and relays it to us.
+    let mut dup = leaf_query(muid, 0x8000, 1);
+    dup[18] = 3;
+    assert!(queries(&feed(&mut o, rest, &dup, t0)).is_empty());
+    assert!(queries(&tick(&mut o, t0 + PROBE_WAIT)).is_empty());
+    assert_eq!(o.dq_ended(), &[(muid, End::NoUltrapeerLeft)]);
+}
+
+#[test]
+fn a_dynamic_query_stops_after_50_ultrapeers() {
+    let t0 = Instant::now();
+    let mut o = node(Role::Ultrapeer, 60, 1, t0);
+    let muid = Guid([0x47; 16]);
+    let mut sent = queries(&feed(&mut o, 61, &leaf_query(muid, 0x8000, 3), t0)).len();
+    let mut t = t0;
+    while o.dynamic_queries() > 0 && t < t0 + super::MAX_LIFETIME {
+        t += Duration::from_millis(500);
+        sent += queries(&tick(&mut o, t)).len();
+    }
+    assert_eq!(sent, MAX_UPS_QUERIED as usize);
+    assert_eq!(o.dq_ended(), &[(muid, End::MaxQueried)]);
 }
 
 #[test]
@@ -287,7 +352,7 @@ fn an_unanswered_status_request_times_out_and_the_query_goes_on() {
     let probe = queries(&feed(&mut o, 9, &leaf_query(muid, 0x9000, 3), t0));
     feed(&mut o, probe[0].0, &hit(muid, 25), t0);
     assert_eq!(vendor_bodies(&tick(&mut o, t0 + PROBE_WAIT)).len(), 1);
-    let t1 = t0 + PROBE_WAIT + super::STATUS_TIMEOUT;
+    let t1 = t0 + PROBE_WAIT + STATUS_TIMEOUT;
     assert!(queries(&tick(&mut o, t1 - Duration::from_millis(1))).is_empty());
     assert_eq!(
         queries(&tick(&mut o, t1)).len(),
@@ -297,24 +362,36 @@ fn an_unanswered_status_request_times_out_and_the_query_goes_on() {
 }
 
 #[test]
-fn the_lifetime_cap_ends_a_query_that_finds_nothing() {
+fn the_lifetime_cap_ends_a_query_that_is_still_going() {
     let t0 = Instant::now();
-    // More links than ten minutes of 7.2 s steps (TTL 3 for a leaf's query) can use up.
-    let mut o = node(Role::Ultrapeer, 120, 1, t0);
+    // A guided query whose leaf answers each status request just before it times out,
+    // keeping nothing: three ultrapeers per ~47 s, fewer than 50 in ten minutes.
+    let mut o = node(Role::Ultrapeer, 60, 1, t0);
+    let leaf = 61;
     let muid = Guid([0x44; 16]);
-    let mut sent = queries(&feed(&mut o, 121, &leaf_query(muid, 0x8000, 3), t0)).len();
+    let probe = queries(&feed(&mut o, leaf, &leaf_query(muid, 0x9000, 3), t0));
+    let mut sent = probe.len();
     let mut t = t0;
     while t < t0 + Duration::from_secs(700) {
-        t += Duration::from_millis(600);
-        let q = queries(&tick(&mut o, t));
+        t += Duration::from_millis(500);
+        let out = tick(&mut o, t);
+        let q = queries(&out);
         assert!(q.len() <= 1);
         assert!(
             q.is_empty() || t < t0 + super::MAX_LIFETIME,
             "nothing after ten minutes"
         );
+        for s in &q {
+            feed(&mut o, s.0, &hit(muid, 7), t);
+        }
         sent += q.len();
+        if !vendor_bodies(&out).is_empty() {
+            t += STATUS_TIMEOUT - Duration::from_secs(1);
+            let kept = vendor(muid, VendorBody::QueryStatusResponse { kept: 0 });
+            sent += queries(&feed(&mut o, leaf, &kept, t)).len();
+        }
     }
-    assert!(sent < 120, "stopped before running out of links: {sent}");
+    assert!(sent < 50, "stopped before the 50-ultrapeer cap: {sent}");
     assert_eq!(o.dq_ended(), &[(muid, End::Lifetime)]);
 }
 

@@ -830,6 +830,10 @@ impl Overlay {
             .record(h.muid, PayloadType::Query, Source::Conn(id), now)
         {
             self.stats.duplicates += 1;
+            if self.conns[&id].info.role == Role::Ultrapeer {
+                // A dynamic query of ours for it need not send it back there.
+                self.dqs.on_duplicate(&h.muid, id);
+            }
             return;
         }
         self.stats.queries_delivered += 1;

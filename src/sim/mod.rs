@@ -49,6 +49,8 @@ pub struct Sim {
     pub sent_by_kind: [u64; 256],
     /// Query descriptors put on links towards each node.
     pub queries_received: Vec<u64>,
+    /// When set, every query descriptor put on a link: (from, to, TTL it carries).
+    pub query_log: Option<Vec<(NodeId, NodeId, u8)>>,
     responder: Option<Responder>,
 }
 
@@ -87,6 +89,7 @@ impl Sim {
             messages: 0,
             sent_by_kind: [0; 256],
             queries_received: vec![0; n],
+            query_log: None,
             responder: None,
         }
     }
@@ -193,6 +196,9 @@ impl Sim {
                         self.sent_by_kind[usize::from(kind)] += 1;
                         if kind == crate::wire::PayloadType::Query.to_byte() {
                             self.queries_received[peer] += 1;
+                            if let Some(log) = self.query_log.as_mut() {
+                                log.push((n, peer, msg.get(17).copied().unwrap_or(0)));
+                            }
                         }
                         self.seq += 1;
                         self.queue.push(Reverse((

@@ -297,6 +297,90 @@ pub struct Report {
     pub setup_qrp_messages: u64,
     /// Query descriptors sent for each query.
     pub query_messages_each: Vec<u64>,
+    /// Where the query descriptors went, by how many other nodes share the file (design (a)).
+    pub breakdown: Vec<Breakdown>,
+}
+
+/// Popularity classes of [`Breakdown`]: most holders (other than the searcher) of each.
+pub const HOLDER_CLASSES: [u32; 5] = [0, 3, 30, 300, u32::MAX];
+
+/// Where the query descriptors of one popularity class went, summed over its queries.
+#[derive(Debug, Clone, Default)]
+pub struct Breakdown {
+    /// Most holders in this class (see [`HOLDER_CLASSES`]).
+    pub max_holders: u32,
+    pub queries: u64,
+    pub succeeded: u64,
+    /// The searching leaf to its ultrapeers.
+    pub leaf_to_up: u64,
+    /// Sent by the searcher's ultrapeers to ultrapeers (their dynamic queries), by TTL.
+    pub dq_by_ttl: [u64; 8],
+    /// Of those, to an ultrapeer that had already been sent the query.
+    pub dq_dup: u64,
+    /// Forwarded by other ultrapeers to ultrapeers with TTL ≥ 2, and on the last hop (TTL 1).
+    pub forwarded: u64,
+    pub last_hop: u64,
+    /// Of the forwarded and last-hop ones, to an ultrapeer that had already been sent it.
+    pub forwarded_dup: u64,
+    /// To leaves, from the searcher's ultrapeers and from others; and of all those, to a
+    /// leaf that had already been sent it (by another of its ultrapeers).
+    pub to_leaves_own: u64,
+    pub to_leaves_other: u64,
+    pub leaf_dup: u64,
+    /// Summed over the queries: the share of ultrapeers whose leaves' files hold at least two
+    /// of the query's three words, so that a last-hop table passes it (a lower bound: hash
+    /// collisions in the tables let more through).
+    pub ups_passing: f64,
+}
+
+impl Breakdown {
+    pub fn total(&self) -> u64 {
+        self.leaf_to_up
+            + self.dq_by_ttl.iter().sum::<u64>()
+            + self.forwarded
+            + self.last_hop
+            + self.to_leaves_own
+            + self.to_leaves_other
+    }
+}
+
+/// The breakdown table, per query of each class.
+pub fn breakdown_markdown(bs: &[Breakdown]) -> String {
+    let mut s = String::from(
+        "| Other holders | Queries | Success | All / query | Leaf→UPs | DQ sends (TTL 1/2/3) | DQ to an UP already sent it | Forwarded TTL≥2 | Last hop | Fwd to an UP already sent it | To leaves (own UPs / others) | Leaf copies beyond the first | UPs a last hop passes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut lo = 0u32;
+    for b in bs {
+        let q = b.queries.max(1) as f64;
+        let per = |n: u64| n as f64 / q;
+        let class = if b.max_holders == u32::MAX {
+            format!("> {}", lo.saturating_sub(1))
+        } else if lo == b.max_holders {
+            format!("{lo}")
+        } else {
+            format!("{lo}–{}", b.max_holders)
+        };
+        s.push_str(&format!(
+            "| {class} | {} | {:.1} % | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | ≥ {:.0} % |\n",
+            b.queries,
+            100.0 * b.succeeded as f64 / q,
+            per(b.total()),
+            per(b.leaf_to_up),
+            per(b.dq_by_ttl[1]),
+            per(b.dq_by_ttl[2]),
+            per(b.dq_by_ttl[3..].iter().sum()),
+            per(b.dq_dup),
+            per(b.forwarded),
+            per(b.last_hop),
+            per(b.forwarded_dup),
+            per(b.to_leaves_own),
+            per(b.to_leaves_other),
+            per(b.leaf_dup),
+            100.0 * b.ups_passing / q,
+        ));
+        lo = b.max_holders.saturating_add(1);
+    }
+    s
 }
 
 impl Report {
@@ -443,12 +527,55 @@ pub fn run_supernodes(p: &Params, w: &Arc<Workload>) -> Report {
     let up_degree = links_per_node(&sim, |n| w.ultrapeer[n], Role::Ultrapeer);
     sim.set_responder(w.clone().responder());
     let mut r = run_queries(&mut sim, w, p.leaf_ttl, true);
+    ups_passing(&sim, w, &ups, &mut r);
     r.design = "Ultrapeers + QRP + dynamic querying".into();
     r.up_degree = up_degree;
     r.setup = setup;
     r.setup_qrp_messages = qrp_sent;
     r.wall = started.elapsed();
     r
+}
+
+/// Fills [`Breakdown::ups_passing`]: how many ultrapeers' last-hop tables a query's words get
+/// through, from the words of their leaves' files.
+fn ups_passing(sim: &Sim, w: &Workload, ups: &[NodeId], r: &mut Report) {
+    let words: Vec<std::collections::HashSet<&str>> = ups
+        .iter()
+        .map(|&u| {
+            sim.neighbours(u)
+                .into_iter()
+                .filter(|&n| !w.ultrapeer[n])
+                .flat_map(|n| w.shares[n].iter())
+                .flat_map(|&f| w.words[f as usize].iter().map(String::as_str))
+                .collect()
+        })
+        .collect();
+    let mut holders = vec![0u32; w.names.len()];
+    for sh in &w.shares {
+        for &f in sh {
+            holders[f as usize] += 1;
+        }
+    }
+    for &(n, f) in &w.queries {
+        let others = holders[f as usize] - u32::from(w.shares[n].contains(&f));
+        let class = HOLDER_CLASSES
+            .iter()
+            .position(|&m| others <= m)
+            .expect("last class is unbounded");
+        let q = &w.words[f as usize];
+        let passing = words
+            .iter()
+            .filter(|set| {
+                let hits = q.iter().filter(|x| set.contains(x.as_str())).count();
+                if q.len() < 3 {
+                    hits == q.len()
+                } else {
+                    hits * 3 >= q.len() * 2
+                }
+            })
+            .count();
+        r.breakdown[class].ups_passing += passing as f64 / ups.len().max(1) as f64;
+    }
 }
 
 /// Design (b): every node a peer on a random graph, flooding with TTL `flood_ttl`.
@@ -516,9 +643,24 @@ fn run_queries(sim: &mut Sim, w: &Workload, ttl: u8, leaf: bool) -> Report {
             holders[f as usize] += 1;
         }
     }
+    if leaf {
+        sim.query_log = Some(Vec::new());
+        r.breakdown = HOLDER_CLASSES
+            .iter()
+            .map(|&max_holders| Breakdown {
+                max_holders,
+                ..Breakdown::default()
+            })
+            .collect();
+    }
+    let mut sent_to = vec![false; sim.nodes.len()];
     for &(n, f) in &w.queries {
-        if holders[f as usize] > u32::from(w.shares[n].contains(&f)) {
+        let others = holders[f as usize] - u32::from(w.shares[n].contains(&f));
+        if others > 0 {
             r.answerable += 1;
+        }
+        if let Some(log) = sim.query_log.as_mut() {
+            log.clear();
         }
         sim.hits[n].clear();
         sim.hit_at[n].clear();
@@ -563,6 +705,42 @@ fn run_queries(sim: &mut Sim, w: &Workload, ttl: u8, leaf: bool) -> Report {
                 if first.is_none_or(|(t, _)| at < t) {
                     first = Some((at, hops));
                 }
+            }
+        }
+        if let Some(log) = sim.query_log.as_ref() {
+            let class = HOLDER_CLASSES
+                .iter()
+                .position(|&m| others <= m)
+                .expect("last class is unbounded");
+            let b = &mut r.breakdown[class];
+            b.queries += 1;
+            b.succeeded += u64::from(first.is_some());
+            for &(from, to, ttl) in log {
+                let dup = std::mem::replace(&mut sent_to[to], true);
+                let to_up = sim.nodes[to].role() == Role::Ultrapeer;
+                if from == n {
+                    b.leaf_to_up += 1;
+                } else if !to_up {
+                    if runners.contains(&from) {
+                        b.to_leaves_own += 1;
+                    } else {
+                        b.to_leaves_other += 1;
+                    }
+                    b.leaf_dup += u64::from(dup);
+                } else if runners.contains(&from) {
+                    b.dq_by_ttl[usize::from(ttl).min(7)] += 1;
+                    b.dq_dup += u64::from(dup);
+                } else {
+                    if ttl >= 2 {
+                        b.forwarded += 1;
+                    } else {
+                        b.last_hop += 1;
+                    }
+                    b.forwarded_dup += u64::from(dup);
+                }
+            }
+            for &(_, to, _) in log {
+                sent_to[to] = false;
             }
         }
         if let Some((at, hops)) = first {
