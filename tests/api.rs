@@ -374,6 +374,18 @@ async fn status_connections_and_peers_have_their_documented_shape() {
         async_std::task::sleep(Duration::from_millis(20)).await;
     }
     assert!(!still, "link {id} is gone");
+    // And stays gone: the user's disconnect unpins the peer, so it is not dialled again (a
+    // pinned peer would be redialled at the next tick).
+    async_std::task::sleep(Duration::from_millis(1500)).await;
+    let now = c.get("/api/connections").await.unwrap();
+    assert!(
+        !now.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["peer"] == link["peer"]),
+        "{} was dialled again: {now}",
+        link["peer"]
+    );
     let missing = c
         .send(Method::DELETE, "/api/peers/999999", None)
         .await

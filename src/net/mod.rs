@@ -427,14 +427,13 @@ impl Node {
             .collect()
     }
 
-    /// Says Bye 200 to one peer and closes the link. False when there is no such link.
+    /// Says Bye 201 to one peer and closes the link; its host is no longer kept nor
+    /// redialled for a while. False when there is no such link.
     pub fn disconnect(&self, id: ConnId) -> bool {
-        let Some(link) = lock(&self.inner.links).get(&id).cloned() else {
-            return false;
-        };
-        info!("disconnecting {} on request", link.addr);
-        close(&link, Some((200, "Closed by the user".into())));
-        true
+        let mut out = Vec::new();
+        let done = lock(&self.inner.core).disconnect(id, Instant::now(), &mut out);
+        dispatch(&self.inner, out);
+        done
     }
 
     /// Adds hosts and dials them as needed (`pinned` ones are kept and redialled).

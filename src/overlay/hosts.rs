@@ -124,6 +124,15 @@ impl HostCache {
         }
     }
 
+    /// The user closed our link to this host: it is no longer kept, and not dialled again
+    /// before `until`.
+    pub fn set_aside(&mut self, addr: &SocketAddrV4, until: Instant) {
+        if let Some(s) = self.hosts.get_mut(addr) {
+            s.entry.pinned = false;
+            s.next_try = s.next_try.max(until);
+        }
+    }
+
     /// A connection worked: reset the back-off.
     pub fn succeeded(&mut self, addr: &SocketAddrV4, now: Instant) {
         if let Some(s) = self.hosts.get_mut(addr) {

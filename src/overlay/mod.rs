@@ -50,6 +50,8 @@ const PING_FLOOD_LIMIT: u32 = 30;
 const MAX_ERRORS: u32 = 20;
 /// Cached pongs given per ping (PROTOCOL.md §5: ≤ 10).
 const PONGS_PER_PING: usize = 10;
+/// A host whose link the user closed is not dialled again for this long.
+const USER_CLOSE_HOLD: Duration = Duration::from_secs(30 * 60);
 /// A dial the shell never reported on is forgotten after this.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -615,6 +617,20 @@ impl Overlay {
         self.routes.forget_conn(id);
         self.push_routes.forget_conn(id);
         self.dqs.forget_conn(id);
+    }
+
+    /// The user closes a link: Bye 201, and its host is neither kept nor redialled for a
+    /// while (a pinned `--peer` would otherwise be back within a second). False when there is
+    /// no such link.
+    pub fn disconnect(&mut self, id: ConnId, now: Instant, out: &mut Vec<Action>) -> bool {
+        let Some(c) = self.conns.get(&id) else {
+            return false;
+        };
+        for a in [Some(c.info.addr), c.info.listen].into_iter().flatten() {
+            self.hosts.set_aside(&a, now + USER_CLOSE_HOLD);
+        }
+        self.close(id, bye_code::USER, "Closed by the user", out);
+        true
     }
 
     fn close(&mut self, id: ConnId, code: u16, reason: &str, out: &mut Vec<Action>) {
