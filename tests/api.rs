@@ -1335,3 +1335,29 @@ fn names_in(dir: &std::path::Path) -> Vec<String> {
     v.sort();
     v
 }
+
+#[async_std::test]
+async fn a_private_peer_is_refused_in_words_when_private_peers_are_off() {
+    let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("api-private"));
+    n.accept_private = false;
+    let s = Servent::start(ServentConfig::new(n)).await.unwrap();
+    let (_ctl, c) = control(&s).await;
+    let r = c
+        .send(
+            Method::POST,
+            "/api/peers",
+            Some(&json!({"addr": "192.168.1.20:6346"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-private"),
+        "{}",
+        r.text()
+    );
+    assert!(s.node().connections().is_empty());
+}

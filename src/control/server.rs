@@ -636,6 +636,18 @@ async fn add_peer(ctl: &Control, req: Request<Incoming>) -> Result<Response<Body
             &format!("{}: no IPv4 address", p.addr),
         ));
     }
+    let node = ctl.servent.node();
+    let resolved: Vec<_> = resolved.into_iter().filter(|a| node.accepts(a)).collect();
+    if resolved.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "{}: a loopback or private address, which this servent does not use as a peer; \
+                 start it with allow_private = true (--allow-private) to allow them",
+                p.addr
+            ),
+        ));
+    }
     info!("API: dialling {} and keeping it", p.addr);
     ctl.servent.node().add_hosts(resolved.clone(), true);
     Ok(json(

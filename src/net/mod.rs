@@ -436,6 +436,11 @@ impl Node {
         done
     }
 
+    /// Whether `addr` may be a peer: loopback and private addresses only with `accept_private`.
+    pub fn accepts(&self, addr: &SocketAddrV4) -> bool {
+        overlay::hosts::usable(addr, self.inner.accept_private)
+    }
+
     /// Adds hosts and dials them as needed (`pinned` ones are kept and redialled).
     pub fn add_hosts(&self, addrs: Vec<SocketAddrV4>, pinned: bool) {
         add_hosts(&self.inner, addrs, pinned);
