@@ -130,11 +130,15 @@ impl ServentConfig {
     }
 }
 
+/// A search's hit queue and how many results it kept (the ones with a `urn:sha1`, as
+/// [`found_in_hit`] offers them).
+type SearchSink = (Sender<Arc<[u8]>>, u32);
+
 struct Shared {
     node: Node,
     uploads: Arc<Uploads>,
     waiters: Arc<PushWaiters>,
-    searches: Mutex<HashMap<Guid, Sender<Arc<[u8]>>>>,
+    searches: Mutex<HashMap<Guid, SearchSink>>,
     firewalled: Option<bool>,
     speed_kbps: u32,
     shares: Vec<PathBuf>,
@@ -352,7 +356,7 @@ impl Servent {
             .unwrap_or_else(|e| e.into_inner());
         // PROTOCOL.md §1: fresh queries go out with TTL ≤ 3.
         let muid = self.shared.node.search(&p, 3);
-        searches.insert(muid, tx);
+        searches.insert(muid, (tx, 0));
         Search { muid, hits: rx }
     }
 
@@ -477,9 +481,13 @@ async fn deliveries(shared: Arc<Shared>) {
             Delivery::Hit { msg } => {
                 let mut muid = [0u8; 16];
                 muid.copy_from_slice(&msg[..16]);
-                let searches = shared.searches.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(tx) = searches.get(&Guid(muid)) {
+                let mut searches = shared.searches.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((tx, kept)) = searches.get_mut(&Guid(muid)) {
                     let _ = tx.try_send(msg.clone());
+                    // What the dynamic query counts (ours as an ultrapeer, our ultrapeer's
+                    // through BEAR/12 as a leaf): results that pass our filter, not all.
+                    *kept = kept.saturating_add(found_in_hit(&msg).len() as u32);
+                    shared.node.set_search_kept(Guid(muid), *kept);
                 }
             }
             Delivery::Push { msg } => {

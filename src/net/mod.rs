@@ -460,6 +460,12 @@ impl Node {
         lock(&self.inner.core).stop_search(muid);
     }
 
+    /// Our searcher kept `kept` results of `muid` after its filters: what our dynamic query
+    /// counts, and what a leaf reports to its ultrapeers (BEAR/12).
+    pub fn set_search_kept(&self, muid: Guid, kept: u32) {
+        lock(&self.inner.core).set_search_kept(muid, kept);
+    }
+
     /// Answers a delivered query with a QueryHit payload.
     pub fn reply(&self, from: ConnId, query: &[u8], hit_payload: &[u8]) {
         let mut out = Vec::new();
