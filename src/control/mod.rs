@@ -54,9 +54,15 @@ impl Control {
         let listener = async_std::net::TcpListener::bind(cfg.api)
             .await
             .map_err(|e| {
+                let hint = if e.kind() == io::ErrorKind::AddrInUse {
+                    " (is another servent running? `servent status` asks it; or give this one \
+                     --api ADDR:PORT, or --api off)"
+                } else {
+                    ""
+                };
                 io::Error::new(
                     e.kind(),
-                    format!("cannot listen for the API on {}: {e}", cfg.api),
+                    format!("cannot listen for the API on {}: {e}{hint}", cfg.api),
                 )
             })?;
         let addr = listener.local_addr()?;

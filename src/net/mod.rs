@@ -221,7 +221,15 @@ impl Node {
         })?;
         let servent = store::servent_id(&cfg.data_dir)?;
         let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen))
+            let hint = if e.kind() == io::ErrorKind::AddrInUse {
+                " (is another servent running? give this one --listen ADDR:PORT)"
+            } else {
+                ""
+            };
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}{hint}", cfg.listen),
+            )
         })?;
         let listen = v4(listener.local_addr()?).expect("bound to an IPv4 address");
         // The same port carries UDP (host-cache pongs). Without it the node still works.
