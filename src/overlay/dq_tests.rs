@@ -1,9 +1,9 @@
 //! Dynamic querying through the whole core: events in, descriptors out, time passed by hand.
 
-use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use super::super::{Action, Config, ConnId, ConnInfo, Event, Overlay};
+use super::super::testkit::{feed, info, link_all, tick};
+use super::super::{Action, Config, ConnId, Event, Overlay};
 use super::{End, MAX_UPS_QUERIED, PROBE_TIMEOUT, QUERY_TIMEOUT, STATUS_TIMEOUT, horizon};
 use crate::handshake::Role;
 use crate::wire::{
@@ -15,60 +15,14 @@ use crate::wire::{
 const PROBE_WAIT: Duration =
     Duration::from_millis(3 * (PROBE_TIMEOUT.as_millis() + QUERY_TIMEOUT.as_millis()) as u64);
 
-fn info(port: u16, role: Role) -> ConnInfo {
-    let addr: SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
-    ConnInfo {
-        addr,
-        role,
-        outbound: false,
-        listen: Some(addr),
-        guid: Some(ServentId([port as u8; 16])),
-        max_ttl: Some(4),
-        degree: Some(32),
-        ggep: true,
-        user_agent: "test".into(),
-        up_qrp: false,
-    }
-}
-
 /// A node of `role` with `ups` ultrapeer links (ids 1..=ups) then `leaves` leaf links.
 fn node(role: Role, ups: u64, leaves: u64, now: Instant) -> Overlay {
     let mut cfg = Config::new(role, ServentId([0xAA; 16]));
     cfg.accept_private = true;
     cfg.max_ultrapeers = 200;
     let mut o = Overlay::new(cfg, now);
-    let mut out = Vec::new();
-    for id in 1..=ups + leaves {
-        let role = if id <= ups {
-            Role::Ultrapeer
-        } else {
-            Role::Leaf
-        };
-        o.handle(
-            Event::Connected {
-                id,
-                info: info(id as u16 + 1000, role),
-            },
-            now,
-            &mut out,
-        );
-    }
+    link_all(&mut o, ups, leaves, now, info);
     o
-}
-
-fn feed(o: &mut Overlay, id: ConnId, bytes: &[u8], now: Instant) -> Vec<Action> {
-    let Ok(Framed::Frame(f)) = frame(bytes) else {
-        panic!("test descriptor does not frame")
-    };
-    let mut out = Vec::new();
-    o.handle(Event::Frame { id, frame: f }, now, &mut out);
-    out
-}
-
-fn tick(o: &mut Overlay, now: Instant) -> Vec<Action> {
-    let mut out = Vec::new();
-    o.handle(Event::Tick, now, &mut out);
-    out
 }
 
 /// Queries sent: (link, TTL, hops).

@@ -1521,4 +1521,6 @@ pub fn bye_descriptor(muid: Guid, code: u16, reason: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;

@@ -1,3 +1,4 @@
+use super::testkit::{self, feed, tick};
 use super::*;
 use crate::wire::{Framed, Query, QueryFlags, QueryHit, Text, Trailer, frame};
 
@@ -5,19 +6,11 @@ fn now0() -> Instant {
     Instant::now()
 }
 
+/// Ultrapeers here speak UP-QRP.
 fn info(port: u16, role: Role) -> ConnInfo {
-    let addr: SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
     ConnInfo {
-        addr,
-        role,
-        outbound: false,
-        listen: Some(addr),
-        guid: Some(ServentId([port as u8; 16])),
-        max_ttl: Some(4),
-        degree: Some(32),
-        ggep: true,
-        user_agent: "test".into(),
         up_qrp: role == Role::Ultrapeer,
+        ..testkit::info(port, role)
     }
 }
 
@@ -27,27 +20,7 @@ fn node(role: Role, n: u64, leaves: u64, now: Instant) -> Overlay {
     cfg.accept_private = true;
     cfg.advertise = Some("127.0.0.1:6346".parse().unwrap());
     let mut o = Overlay::new(cfg, now);
-    let mut out = Vec::new();
-    for id in 1..=n {
-        o.handle(
-            Event::Connected {
-                id,
-                info: info(id as u16 + 1000, Role::Ultrapeer),
-            },
-            now,
-            &mut out,
-        );
-    }
-    for id in n + 1..=n + leaves {
-        o.handle(
-            Event::Connected {
-                id,
-                info: info(id as u16 + 1000, Role::Leaf),
-            },
-            now,
-            &mut out,
-        );
-    }
+    testkit::link_all(&mut o, n, leaves, now, info);
     o
 }
 
@@ -79,15 +52,6 @@ fn hit(muid: u8, servent: u8) -> Vec<u8> {
         }),
     }
     .to_vec()
-}
-
-fn feed(o: &mut Overlay, id: ConnId, bytes: &[u8], now: Instant) -> Vec<Action> {
-    let Ok(Framed::Frame(f)) = frame(bytes) else {
-        panic!("test descriptor does not frame")
-    };
-    let mut out = Vec::new();
-    o.handle(Event::Frame { id, frame: f }, now, &mut out);
-    out
 }
 
 fn sent(out: &[Action]) -> Vec<(ConnId, u8, u8, u8)> {
@@ -410,17 +374,7 @@ fn auto_leaf(now: Instant) -> Overlay {
     cfg.idle_timeout = Duration::from_secs(1 << 30);
     cfg.alive_interval = Duration::from_secs(1 << 30);
     let mut o = Overlay::new(cfg, now);
-    let mut out = Vec::new();
-    for id in 1..=3 {
-        o.handle(
-            Event::Connected {
-                id,
-                info: info(id as u16 + 1000, Role::Ultrapeer),
-            },
-            now,
-            &mut out,
-        );
-    }
+    testkit::link_all(&mut o, 3, 0, now, info);
     o
 }
 
@@ -431,12 +385,6 @@ fn role_changes(out: &[Action]) -> Vec<Role> {
             _ => None,
         })
         .collect()
-}
-
-fn tick_at(o: &mut Overlay, at: Instant) -> Vec<Action> {
-    let mut out = Vec::new();
-    o.handle(Event::Tick, at, &mut out);
-    out
 }
 
 #[test]
@@ -467,11 +415,11 @@ fn an_auto_leaf_promotes_after_an_hour_of_proven_service_and_leaves_its_ultrapee
     }
     assert!(out.is_empty(), "observations send nothing: {out:?}");
     for m in 0..60 {
-        let out = tick_at(&mut o, t0 + m * min);
+        let out = tick(&mut o, t0 + m * min);
         assert!(role_changes(&out).is_empty(), "minute {m}");
     }
     assert_eq!(o.role(), Role::Leaf);
-    let out = tick_at(&mut o, t0 + 60 * min);
+    let out = tick(&mut o, t0 + 60 * min);
     assert_eq!(role_changes(&out), vec![Role::Ultrapeer]);
     assert_eq!(o.role(), Role::Ultrapeer);
     // gtk-gnutella's switch: Bye 203 to each ultrapeer that held us as a leaf.
@@ -507,7 +455,7 @@ fn an_auto_leaf_that_is_not_reachable_stays_a_leaf() {
         &mut out,
     );
     for m in 0..600 {
-        assert!(role_changes(&tick_at(&mut o, t0 + m * min)).is_empty());
+        assert!(role_changes(&tick(&mut o, t0 + m * min)).is_empty());
     }
     assert_eq!(o.role(), Role::Leaf);
     assert!(
@@ -545,7 +493,7 @@ fn an_auto_ultrapeer_without_leaves_demotes_and_says_goodbye_to_all() {
     }
     let mut demoted = None;
     for m in 0..=120 {
-        let out = tick_at(&mut o, t0 + m * min);
+        let out = tick(&mut o, t0 + m * min);
         if !role_changes(&out).is_empty() {
             demoted = Some((m, out));
             break;
@@ -581,7 +529,7 @@ fn a_fixed_role_never_switches() {
     let min = Duration::from_secs(60);
     let mut o = node(Role::Ultrapeer, 2, 0, t0);
     for m in 0..300 {
-        assert!(role_changes(&tick_at(&mut o, t0 + m * min)).is_empty());
+        assert!(role_changes(&tick(&mut o, t0 + m * min)).is_empty());
     }
     assert_eq!(o.role(), Role::Ultrapeer);
 }

@@ -193,28 +193,19 @@ impl Overlay {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddrV4;
-
     use super::*;
+    use crate::overlay::testkit::{self, connect, feed, tick};
     use crate::overlay::{Config, ConnInfo, Event};
     use crate::wire::qrp::QrpMessage;
-    use crate::wire::{Framed, Guid, HEADER_LEN, ServentId, frame};
+    use crate::wire::{Guid, HEADER_LEN, ServentId};
 
     const MINUTE: Duration = Duration::from_secs(60);
 
     fn info(port: u16, role: Role, up_qrp: bool) -> ConnInfo {
-        let addr: SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
         ConnInfo {
-            addr,
-            role,
-            outbound: false,
-            listen: Some(addr),
-            guid: Some(ServentId([port as u8; 16])),
-            max_ttl: Some(4),
-            ggep: true,
-            user_agent: "test".into(),
             up_qrp,
             degree: None,
+            ..testkit::info(port, role)
         }
     }
 
@@ -235,27 +226,6 @@ mod tests {
             o.set_local_table(table(16, words), &mut Vec::new());
         }
         o
-    }
-
-    fn connect(o: &mut Overlay, id: ConnId, info: ConnInfo, now: Instant) -> Vec<Action> {
-        let mut out = Vec::new();
-        o.handle(Event::Connected { id, info }, now, &mut out);
-        out
-    }
-
-    fn feed(o: &mut Overlay, id: ConnId, bytes: &[u8], now: Instant) -> Vec<Action> {
-        let Ok(Framed::Frame(f)) = frame(bytes) else {
-            panic!("test descriptor does not frame")
-        };
-        let mut out = Vec::new();
-        o.handle(Event::Frame { id, frame: f }, now, &mut out);
-        out
-    }
-
-    fn tick(o: &mut Overlay, now: Instant) -> Vec<Action> {
-        let mut out = Vec::new();
-        o.handle(Event::Tick, now, &mut out);
-        out
     }
 
     /// Link `id` sends us `t` as RESET + PATCH, as a peer would.
