@@ -70,22 +70,6 @@ fn shape(v: &Value) -> Value {
     }
 }
 
-async fn wait_tables(up: &Servent, n: usize) {
-    for _ in 0..200 {
-        let have = up
-            .node()
-            .connections()
-            .iter()
-            .filter(|c| c.qrp_slots_set.is_some_and(|s| s > 0))
-            .count();
-        if have >= n {
-            return;
-        }
-        async_std::task::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("ultrapeer never got {n} leaf tables");
-}
-
 /// Polls download `id` until `pred` holds for it.
 async fn download_until(c: &Client, id: u64, pred: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
@@ -407,7 +391,7 @@ async fn a_search_streams_a_file_from_another_node_and_downloads_complete() {
     let getter = servent(Role::Leaf, &[up.node().listen_addr()], vec![]).await;
     wait_links(sharer.node(), 1).await;
     wait_links(getter.node(), 1).await;
-    wait_tables(&up, 1).await;
+    wait_tables(up.node(), 1).await;
     let (gctl, c) = control(&getter).await;
     let (_sctl, sc) = control(&sharer).await;
 
@@ -635,7 +619,7 @@ async fn a_download_pauses_resumes_and_cancels() {
     let dir = share_dir("api-share-late", &[("late.bin", &data)]);
     let sharer = servent(Role::Leaf, &[up.node().listen_addr()], vec![dir]).await;
     wait_links(sharer.node(), 1).await;
-    wait_tables(&up, 1).await;
+    wait_tables(up.node(), 1).await;
     let resumed = c
         .post(&format!("/api/downloads/{id}/resume"), &json!({}))
         .await

@@ -74,24 +74,6 @@ async fn linked(s: &Servent, n: usize) {
     wait_links(s.node(), n).await;
 }
 
-/// Waits until the ultrapeer holds the QRP tables of `n` leaves: before that it forwards them
-/// nothing.
-async fn tables(up: &Servent, n: usize) {
-    for _ in 0..200 {
-        let have = up
-            .node()
-            .connections()
-            .iter()
-            .filter(|c| c.qrp_slots_set.is_some_and(|s| s > 0))
-            .count();
-        if have >= n {
-            return;
-        }
-        async_std::task::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("ultrapeer never got {n} leaf tables");
-}
-
 fn sha1_of(p: &Path) -> Sha1Urn {
     Sha1Urn::digest(&std::fs::read(p).unwrap())
 }
@@ -114,7 +96,7 @@ async fn a_shared_file_is_found_by_keyword_and_by_urn_and_downloaded_intact() {
     let getter = servent(Role::Leaf, &[up.node().listen_addr()], vec![], Some(false)).await;
     linked(&sharer, 1).await;
     linked(&getter, 1).await;
-    tables(&up, 1).await;
+    wait_tables(up.node(), 1).await;
 
     let found = find(&getter, "jazz session", 1).await;
     assert_eq!(found.len(), 1, "{found:?}");
@@ -186,7 +168,7 @@ async fn a_firewalled_source_serves_through_push_and_giv_via_the_ultrapeer() {
     let getter = servent(Role::Leaf, &[up.node().listen_addr()], vec![], Some(false)).await;
     linked(&fw, 1).await;
     linked(&getter, 1).await;
-    tables(&up, 1).await;
+    wait_tables(up.node(), 1).await;
     let found = find(&getter, "wall", 1).await;
     assert_eq!(found.len(), 1);
     assert!(found[0].source.push, "the hit carries the push flag");
@@ -229,7 +211,7 @@ async fn two_sources_share_the_work_and_one_dying_does_not_stop_the_download() {
     for s in [&a, &b, &getter] {
         linked(s, 1).await;
     }
-    tables(&up, 2).await;
+    wait_tables(up.node(), 2).await;
     let found = find(&getter, "big iso", 2).await;
     let spec = specs(&found).remove(0);
     assert_eq!(spec.sources.len(), 2, "one file, two sources");
@@ -746,7 +728,7 @@ async fn files_added_to_a_share_are_found_after_the_periodic_rescan() {
     let getter = servent(Role::Leaf, &[up.node().listen_addr()], vec![], Some(false)).await;
     linked(&leaf, 1).await;
     linked(&getter, 1).await;
-    tables(&up, 1).await;
+    wait_tables(up.node(), 1).await;
     assert!(find(&getter, "second", 1).await.is_empty());
     std::fs::write(dir.join("second song.ogg"), b"two").unwrap();
     std::fs::remove_file(dir.join("first.txt")).unwrap();

@@ -59,6 +59,23 @@ pub async fn wait_links(node: &Node, n: usize) {
     );
 }
 
+/// Waits until the ultrapeer `up` holds the QRP tables of `n` leaves: before that it forwards
+/// them nothing.
+pub async fn wait_tables(up: &Node, n: usize) {
+    for _ in 0..200 {
+        let have = up
+            .connections()
+            .iter()
+            .filter(|c| c.qrp_slots_set.is_some_and(|s| s > 0))
+            .count();
+        if have >= n {
+            return;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("ultrapeer never got {n} leaf tables");
+}
+
 /// Collects the deliveries of `node` for `wait`.
 pub async fn deliveries(node: &Node, wait: Duration) -> Vec<Delivery> {
     let rx = node.deliveries();
