@@ -4,11 +4,14 @@ use std::time::{Duration, Instant};
 
 use super::super::testkit::{feed, info, link_all, tick};
 use super::super::{Action, Config, ConnId, Event, Overlay};
-use super::{End, MAX_UPS_QUERIED, PROBE_TIMEOUT, QUERY_TIMEOUT, STATUS_TIMEOUT, horizon};
+use super::{
+    End, MAX_UPS_QUERIED, PROBE_TIMEOUT, QUERY_TIMEOUT, STATUS_TIMEOUT, horizon, status_request,
+    status_response,
+};
 use crate::handshake::Role;
 use crate::wire::{
     Descriptor, FileIndex, Framed, Guid, Hops, Payload, Query, QueryFlags, QueryHit, Results,
-    ResultsBuilder, ServentId, Text, Trailer, Ttl, VendorBody, VendorMessage, frame,
+    ResultsBuilder, ServentId, Text, Trailer, Ttl, VendorBody, frame,
 };
 
 /// What gtk-gnutella waits after probing three ultrapeers: 3 × (1.5 s + 3.7 s).
@@ -107,21 +110,6 @@ fn hit(muid: Guid, n: u8) -> Vec<u8> {
             trailer: Trailer::None,
             servent: ServentId([0x55; 16]),
         }),
-    }
-    .to_vec()
-}
-
-fn vendor(muid: Guid, body: VendorBody<'static>) -> Vec<u8> {
-    use crate::wire::vendor::selector;
-    let triple = match body {
-        VendorBody::QueryStatusRequest => selector::QUERY_STATUS_REQUEST,
-        _ => selector::QUERY_STATUS_RESPONSE,
-    };
-    Descriptor {
-        muid,
-        ttl: Ttl(1),
-        hops: Hops(0),
-        payload: Payload::Vendor(VendorMessage::new(triple, body)),
     }
     .to_vec()
 }
@@ -285,7 +273,7 @@ fn a_leaf_guided_query_stops_when_the_leaf_says_so() {
     let out = feed(
         &mut o,
         leaf,
-        &vendor(muid, VendorBody::QueryStatusResponse { kept: 0xFFFF }),
+        &status_response(muid, 0xFFFF),
         t0 + PROBE_WAIT,
     );
     assert!(queries(&out).is_empty());
@@ -341,7 +329,7 @@ fn the_lifetime_cap_ends_a_query_that_is_still_going() {
         sent += q.len();
         if !vendor_bodies(&out).is_empty() {
             t += STATUS_TIMEOUT - Duration::from_secs(1);
-            let kept = vendor(muid, VendorBody::QueryStatusResponse { kept: 0 });
+            let kept = status_response(muid, 0);
             sent += queries(&feed(&mut o, leaf, &kept, t)).len();
         }
     }
@@ -404,7 +392,7 @@ fn a_leaf_marks_its_queries_guided_and_reports_what_it_kept() {
     assert_eq!(flags, 0x8000 | QueryFlags::LEAF_GUIDED);
     feed(&mut o, 1, &hit(muid, 7), t0);
     feed(&mut o, 2, &hit(muid, 5), t0);
-    let ask = vendor(muid, VendorBody::QueryStatusRequest);
+    let ask = status_request(muid);
     assert_eq!(
         vendor_bodies(&feed(&mut o, 1, &ask, t0)),
         vec![(1, muid.0, VendorBody::QueryStatusResponse { kept: 12 })]
@@ -419,7 +407,7 @@ fn a_leaf_marks_its_queries_guided_and_reports_what_it_kept() {
         vendor_bodies(&feed(&mut o, 1, &ask, t0)),
         vec![(1, muid.0, VendorBody::QueryStatusResponse { kept: 0xFFFF })]
     );
-    let unknown = vendor(Guid([9; 16]), VendorBody::QueryStatusRequest);
+    let unknown = status_request(Guid([9; 16]));
     assert_eq!(
         vendor_bodies(&feed(&mut o, 1, &unknown, t0)),
         vec![(1, [9; 16], VendorBody::QueryStatusResponse { kept: 0xFFFF })]
