@@ -52,6 +52,28 @@ async fn read_until<S: futures_lite::AsyncRead + Unpin>(
     }
 }
 
+/// The leaf's next vendor message about `muid` (its BEAR/12), as a value.
+async fn status_answer<S: futures_lite::AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    muid: Guid,
+) -> VendorBody<'static> {
+    let answer = read_until(s, buf, |d| {
+        d.muid == muid && matches!(&d.payload, Payload::Vendor(_))
+    })
+    .await;
+    let Ok(Framed::Frame(f)) = frame(&answer) else {
+        unreachable!("framed by read_until")
+    };
+    match Descriptor::decode(&f).unwrap().payload {
+        Payload::Vendor(v) => match v.body {
+            VendorBody::QueryStatusResponse { kept } => VendorBody::QueryStatusResponse { kept },
+            other => panic!("not a query status response: {other:?}"),
+        },
+        _ => unreachable!("matched a vendor message"),
+    }
+}
+
 #[async_std::test]
 async fn a_leaf_reports_only_the_results_that_pass_its_filter() {
     let _ = env_logger::builder().is_test(true).try_init();
@@ -135,30 +157,16 @@ async fn a_leaf_reports_only_the_results_that_pass_its_filter() {
     // Asked how many it kept, the leaf says 1, not the 3 that came back.
     s.write_all(&status_request(search.muid)).await.unwrap();
     let muid: Guid = search.muid;
-    let answer = read_until(&mut s, &mut buf, |d| {
-        d.muid == muid && matches!(&d.payload, Payload::Vendor(_))
-    })
-    .await;
-    let Ok(Framed::Frame(f)) = frame(&answer) else {
-        unreachable!()
-    };
-    let Payload::Vendor(v) = Descriptor::decode(&f).unwrap().payload else {
-        unreachable!()
-    };
-    assert_eq!(v.body, VendorBody::QueryStatusResponse { kept: 1 });
+    assert_eq!(
+        status_answer(&mut s, &mut buf, muid).await,
+        VendorBody::QueryStatusResponse { kept: 1 }
+    );
 
     // Once the user stops the search, the leaf says "stop" (0xFFFF).
     leaf.stop_search(&search.muid);
     s.write_all(&status_request(search.muid)).await.unwrap();
-    let answer = read_until(&mut s, &mut buf, |d| {
-        d.muid == muid && matches!(&d.payload, Payload::Vendor(_))
-    })
-    .await;
-    let Ok(Framed::Frame(f)) = frame(&answer) else {
-        unreachable!()
-    };
-    let Payload::Vendor(v) = Descriptor::decode(&f).unwrap().payload else {
-        unreachable!()
-    };
-    assert_eq!(v.body, VendorBody::QueryStatusResponse { kept: 0xFFFF });
+    assert_eq!(
+        status_answer(&mut s, &mut buf, muid).await,
+        VendorBody::QueryStatusResponse { kept: 0xFFFF }
+    );
 }
