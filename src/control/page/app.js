@@ -114,22 +114,27 @@ async function errorOf(resp) {
   return new Error(msg || `the servent answered ${resp.status} ${resp.statusText}`.trim());
 }
 
-async function api(method, path, body, signal) {
+/** fetch with the token; a network failure, a refused token or an error status throws in words. */
+async function authedFetch(path, init) {
   let resp;
   try {
-    resp = await fetch(path, {
-      method,
-      headers: authHeaders(body === undefined ? {} : { 'Content-Type': 'application/json' }),
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-      cache: 'no-store',
-    });
+    resp = await fetch(path, { ...init, cache: 'no-store' });
   } catch (e) {
     if (e.name === 'AbortError') throw e;
     throw new Error('Cannot reach the servent. Is it still running?');
   }
   if (resp.status === 401) throw new AuthError('The access token was refused.');
   if (!resp.ok) throw await errorOf(resp);
+  return resp;
+}
+
+async function api(method, path, body, signal) {
+  const resp = await authedFetch(path, {
+    method,
+    headers: authHeaders(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
+  });
   if (resp.status === 204) return null;
   const text = await resp.text();
   return text ? JSON.parse(text) : null;
@@ -425,19 +430,10 @@ async function startSearch(query) {
 
 /** Reads the NDJSON stream of result groups; fetch, because EventSource cannot send the token. */
 async function readStream(s) {
-  let resp;
-  try {
-    resp = await fetch(`/api/searches/${encodeURIComponent(s.id)}/stream`, {
-      headers: authHeaders({ Accept: 'application/x-ndjson' }),
-      signal: s.ctrl.signal,
-      cache: 'no-store',
-    });
-  } catch (e) {
-    if (e.name === 'AbortError') throw e;
-    throw new Error('Cannot reach the servent. Is it still running?');
-  }
-  if (resp.status === 401) throw new AuthError('The access token was refused.');
-  if (!resp.ok) throw await errorOf(resp);
+  const resp = await authedFetch(`/api/searches/${encodeURIComponent(s.id)}/stream`, {
+    headers: authHeaders({ Accept: 'application/x-ndjson' }),
+    signal: s.ctrl.signal,
+  });
   const reader = resp.body.getReader();
   const decoder = new TextDecoder();
   let buf = '';
