@@ -33,14 +33,29 @@ pub struct Found {
     pub source: Source,
 }
 
+/// The QueryHit in `msg`, if it is one.
+fn hit_of(msg: &[u8]) -> Option<crate::wire::QueryHit<'_>> {
+    match decode(msg)?.payload {
+        Payload::QueryHit(h) => Some(h),
+        _ => None,
+    }
+}
+
+/// How many results of a QueryHit descriptor [`found_in_hit`] offers, without building them:
+/// what a search counts as kept.
+pub fn kept_in_hit(msg: &[u8]) -> u32 {
+    hit_of(msg).map_or(0, |h| {
+        h.results
+            .iter()
+            .filter(|r| r.extensions.sha1().is_some())
+            .count() as u32
+    })
+}
+
 /// The results of a QueryHit descriptor that carry a `urn:sha1` (others cannot be verified,
 /// so they are not offered).
 pub fn found_in_hit(msg: &[u8]) -> Vec<Found> {
-    let Some(Descriptor {
-        payload: Payload::QueryHit(h),
-        ..
-    }) = decode(msg)
-    else {
+    let Some(h) = hit_of(msg) else {
         return Vec::new();
     };
     // Hits from private or loopback addresses are treated as firewalled by gtk-gnutella; we
@@ -486,7 +501,7 @@ async fn deliveries(shared: Arc<Shared>) {
                     let _ = tx.try_send(msg.clone());
                     // What the dynamic query counts (ours as an ultrapeer, our ultrapeer's
                     // through BEAR/12 as a leaf): results that pass our filter, not all.
-                    *kept = kept.saturating_add(found_in_hit(&msg).len() as u32);
+                    *kept = kept.saturating_add(kept_in_hit(&msg));
                     shared.node.set_search_kept(Guid(muid), *kept);
                 }
             }
