@@ -1248,14 +1248,17 @@ impl Overlay {
             payload.to_mut()[0] |= (crate::wire::QueryFlags::LEAF_GUIDED >> 8) as u8;
         }
         if self.cfg.role == Role::Ultrapeer
-            && self.cfg.dynamic_query
             && let Ok(q) = crate::wire::Query::decode(&payload)
         {
+            // Our own leaves first, whether the rest is a dynamic query or a flood (a full DQ
+            // table, or DQ off, must not leave them out).
             let msg = raw_descriptor(muid, PayloadType::Query, 1, 0, &payload);
             if let Ok(crate::wire::Framed::Frame(f)) = crate::wire::frame(&msg) {
                 self.pass_to_leaves(None, &f, &q, out);
             }
-            if self.start_dq(dq::Origin::Local, muid, &payload, &q, ttl, now, out) {
+            if self.cfg.dynamic_query
+                && self.start_dq(dq::Origin::Local, muid, &payload, &q, ttl, now, out)
+            {
                 return muid;
             }
         }
