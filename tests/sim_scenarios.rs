@@ -7,7 +7,7 @@ use serde_json::Value;
 use servent::handshake::Role;
 use servent::sim::Sim;
 use servent::wire::{
-    FileIndex, Query, QueryFlags, QueryHit, Results, ResultsBuilder, Text, Trailer,
+    FileIndex, QrpTable, Query, QueryFlags, QueryHit, Results, ResultsBuilder, Text, Trailer,
 };
 
 fn nums(v: &Value) -> Vec<usize> {
@@ -35,18 +35,47 @@ fn hit_payload(node: usize) -> Vec<u8> {
 
 fn run(name: &str, s: &Value) {
     let n = s["nodes"].as_u64().unwrap() as usize;
+    let leaves = nums(&s["leaves"]);
     let mut sim = Sim::new(n, |i| {
         // The origin's own search floods here: these pin how ultrapeers forward a query at
         // each hop. Dynamic querying at the origin has its own tests (sim_dq.rs, overlay::dq).
-        let mut c = Sim::config(i, Role::Ultrapeer);
+        let role = if leaves.contains(&i) {
+            Role::Leaf
+        } else {
+            Role::Ultrapeer
+        };
+        let mut c = Sim::config(i, role);
         c.dynamic_query = false;
         c
     });
+    // With `words`, every node has a QRP table (empty unless given): leaves send theirs to
+    // their ultrapeers, ultrapeers exchange merged ones (last-hop QRP).
+    if let Some(words) = s["words"].as_object() {
+        for i in 0..n {
+            let mut t = QrpTable::new(16);
+            for w in words
+                .get(&i.to_string())
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                t.insert_word(w.as_str().expect("words are strings"));
+            }
+            let mut out = Vec::new();
+            sim.nodes[i].set_local_table(t, &mut out);
+            sim.apply_actions(i, out);
+        }
+    }
     for l in s["links"].as_array().unwrap() {
         let l = nums(l);
         sim.connect(l[0], l[1]);
     }
     sim.run(u64::MAX);
+    if s["words"].is_object() {
+        // Ultrapeers re-check their merged tables once a minute: let the leaves' arrive.
+        sim.advance(std::time::Duration::from_secs(61));
+        sim.run(u64::MAX);
+    }
     for k in nums(&s["kill"]) {
         sim.kill(k);
     }
@@ -59,7 +88,7 @@ fn run(name: &str, s: &Value) {
     let mut q = Vec::new();
     Query {
         flags: QueryFlags(0x8000),
-        criteria: Text(b"scenario"),
+        criteria: Text(s["query"].as_str().unwrap_or("scenario").as_bytes()),
         extensions: Default::default(),
     }
     .encode(&mut q);
@@ -106,7 +135,7 @@ fn every_scenario_holds() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 5, "scenarios missing: {}", files.len());
+    assert!(files.len() >= 9, "scenarios missing: {}", files.len());
     for f in files {
         let s: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
         run(&f.file_stem().unwrap().to_string_lossy(), &s);
