@@ -10,7 +10,6 @@
 pub mod bootstrap;
 pub mod hyper_io;
 pub mod link;
-pub mod store;
 
 use std::collections::HashMap;
 use std::io;
@@ -31,6 +30,7 @@ use crate::handshake::driver::{self, Established};
 use crate::handshake::{Admission, LocalInfo, Role, USER_AGENT};
 use crate::overlay::queue::{Enqueued, OutQueue};
 use crate::overlay::{self, Action, ConnId, ConnInfo, Delivery, Event, Overlay, bye_descriptor};
+use crate::store;
 use crate::wire::{Frames, Guid, ServentId, WireError};
 
 use link::{Deflater, Inflater};
