@@ -56,6 +56,12 @@ pub struct Layer {
     pub gwc: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_partial: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_limit: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,6 +91,9 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("uhc", Kind::List, "built-in list"),
     ("gwc", Kind::List, "built-in list"),
     ("download_dir", Kind::Text, "the platform download folder"),
+    ("share_partial", Kind::Bool, "true"),
+    ("upload_limit", Kind::Text, "off"),
+    ("download_limit", Kind::Text, "off"),
 ];
 
 /// Where a value came from.
@@ -132,6 +141,12 @@ pub struct Settings {
     pub uhc: Vec<String>,
     pub gwc: Vec<String>,
     pub download_dir: PathBuf,
+    /// Offer the verified parts of files still downloading (the swarm).
+    pub share_partial: bool,
+    /// Bytes per second for all uploads together; 0: no limit.
+    pub upload_limit: u64,
+    /// Bytes per second for all downloads together; 0: no limit.
+    pub download_limit: u64,
     /// Each key's value as TOML and its origin, in key order.
     pub origins: Vec<(&'static str, String, Origin)>,
 }
@@ -296,7 +311,7 @@ impl Settings {
         let data_dir = layer
             .data_dir
             .clone()
-            .unwrap_or_else(crate::net::store::default_data_dir);
+            .unwrap_or_else(crate::store::default_data_dir);
         let download_dir = layer
             .download_dir
             .clone()
@@ -315,6 +330,13 @@ impl Settings {
                 place("upload_slots")
             ));
         }
+        let rate = |key: &str, v: &Option<String>| -> Result<u64, String> {
+            v.as_deref()
+                .map_or(Ok(0), crate::transfer::limit::parse_rate)
+                .map_err(|e| format!("{}: {e}", place(key)))
+        };
+        let upload_limit = rate("upload_limit", &layer.upload_limit)?;
+        let download_limit = rate("download_limit", &layer.download_limit)?;
         let s = Settings {
             listen,
             api,
@@ -333,6 +355,9 @@ impl Settings {
             uhc: layer.uhc.clone().unwrap_or_default(),
             gwc: layer.gwc.clone().unwrap_or_default(),
             download_dir,
+            share_partial: layer.share_partial.unwrap_or(true),
+            upload_limit,
+            download_limit,
             origins: Vec::new(),
         };
         let effective = to_table(&s.as_layer());
@@ -373,6 +398,9 @@ impl Settings {
             uhc: (!self.uhc.is_empty()).then(|| self.uhc.clone()),
             gwc: (!self.gwc.is_empty()).then(|| self.gwc.clone()),
             download_dir: Some(self.download_dir.clone()),
+            share_partial: Some(self.share_partial),
+            upload_limit: Some(crate::transfer::limit::format_rate(self.upload_limit)),
+            download_limit: Some(crate::transfer::limit::format_rate(self.download_limit)),
         }
     }
 
@@ -453,6 +481,9 @@ mod tests {
             uhc: Some(vec![]),
             gwc: Some(vec![]),
             download_dir: Some(PathBuf::new()),
+            share_partial: Some(true),
+            upload_limit: Some(String::new()),
+            download_limit: Some(String::new()),
         };
         let t = to_table(&full);
         let mut names: Vec<&str> = t.keys().map(String::as_str).collect();
