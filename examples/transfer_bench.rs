@@ -130,6 +130,7 @@ fn download_child(a: &[String]) {
                 servent: ServentId::random(),
                 push: false,
             }],
+            tth: None,
         };
         let progress = Arc::new(Progress::default());
         let start = Instant::now();

@@ -12,5 +12,8 @@ pub mod overlay;
 pub mod servent;
 pub mod share;
 pub mod sim;
+pub mod store;
+pub mod swarm;
+pub mod thex;
 pub mod transfer;
 pub mod wire;

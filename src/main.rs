@@ -228,6 +228,20 @@ struct RunArgs {
     #[argh(option)]
     upload_slots: Option<usize>,
 
+    /// bytes per second for all uploads together, with K/M for powers of 1024 (512K, 4M;
+    /// default: no limit); changeable at run time through the API and the page
+    #[argh(option)]
+    upload_limit: Option<String>,
+
+    /// bytes per second for all downloads together (512K, 4M; default: no limit)
+    #[argh(option)]
+    download_limit: Option<String>,
+
+    /// do not offer the verified parts of files still downloading (by default every
+    /// downloader serves what it already has, so a crowd spreads a new file faster)
+    #[argh(switch)]
+    no_share_partial: bool,
+
     /// the settings file (default <config dir>/servent/config.toml; a missing default file
     /// is fine, a missing given one is an error)
     #[argh(option)]
@@ -260,6 +274,9 @@ impl RunArgs {
             uhc: list(&self.uhc),
             gwc: list(&self.gwc),
             download_dir: self.download_dir.clone(),
+            share_partial: self.no_share_partial.then_some(false),
+            upload_limit: self.upload_limit.clone(),
+            download_limit: self.download_limit.clone(),
         }
     }
 }

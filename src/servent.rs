@@ -16,9 +16,11 @@ use log::{info, warn};
 
 use crate::net::{Incoming, Node, NodeConfig};
 use crate::overlay::{Delivery, Observation};
-use crate::share::hits::{Responder, query_hits};
+use crate::share::hits::{Offer, Responder, query_hits};
 use crate::share::{HashCache, Library};
+use crate::thex::Tth;
 use crate::transfer::download::{self, PushWaiters, Source, Spec};
+use crate::transfer::limit::Limiter;
 use crate::transfer::upload::{self, Uploads};
 use crate::wire::{
     Descriptor, Extensions, Framed, Guid, Payload, Query, QueryFlags, Sha1Urn, Text, frame,
@@ -31,6 +33,35 @@ pub struct Found {
     pub size: u64,
     pub name: String,
     pub source: Source,
+    /// The Tiger tree root the hit gave (GGEP `TT`, or GGEP `H` type 2).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::share::trees::ser_tth"
+    )]
+    pub tth: Option<Tth>,
+    /// The source has only part of the file (GGEP `PRU`, or LimeWire's `PR0`–`PR4`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+/// The Tiger root and partial mark a result's GGEP block carries.
+fn tth_and_partial(ext: &crate::wire::Extensions<'_>) -> (Option<Tth>, bool) {
+    let Some(g) = ext.ggep() else {
+        return (None, false);
+    };
+    let tth = g
+        .value("TT")
+        .and_then(|v| v.get(..24).and_then(|b| b.try_into().ok()))
+        .or_else(|| {
+            g.value("H")
+                .filter(|v| v.first() == Some(&2))
+                .and_then(|v| v.get(21..45).and_then(|b| b.try_into().ok()))
+        })
+        .map(Tth);
+    let partial = ["PRU", "PR0", "PR1", "PR2", "PR3", "PR4"]
+        .iter()
+        .any(|id| g.get(id).is_some());
+    (tth, partial)
 }
 
 /// The QueryHit in `msg`, if it is one.
@@ -64,7 +95,10 @@ pub fn found_in_hit(msg: &[u8]) -> Vec<Found> {
     h.results
         .iter()
         .filter_map(|r| {
+            let (tth, partial) = tth_and_partial(&r.extensions);
             Some(Found {
+                tth,
+                partial,
                 urn: r.extensions.sha1()?,
                 size: r.file_size(),
                 name: r.name.to_string_lossy().into_owned(),
@@ -87,6 +121,9 @@ pub fn add_found(specs: &mut Vec<Spec>, f: Found) -> bool {
         if !s.sources.iter().any(|x| x.servent == f.source.servent) {
             s.sources.push(f.source);
         }
+        if s.tth.is_none() {
+            s.tth = f.tth;
+        }
         return false;
     }
     specs.push(Spec {
@@ -94,6 +131,7 @@ pub fn add_found(specs: &mut Vec<Spec>, f: Found) -> bool {
         size: f.size,
         name: f.name,
         sources: vec![f.source],
+        tth: f.tth,
     });
     true
 }
@@ -130,6 +168,11 @@ pub struct ServentConfig {
     /// How often the share folders are rescanned for added, changed and removed files.
     /// Unchanged files cost a `stat` each (their SHA-1s are cached).
     pub rescan_every: Option<Duration>,
+    /// Offer the verified parts of files still downloading.
+    pub share_partial: bool,
+    /// Bytes per second for all uploads together, and for all downloads; 0: none.
+    pub upload_limit: u64,
+    pub download_limit: u64,
 }
 
 impl ServentConfig {
@@ -141,6 +184,9 @@ impl ServentConfig {
             firewalled: None,
             speed_kbps: 1000,
             rescan_every: Some(Duration::from_secs(60)),
+            share_partial: true,
+            upload_limit: 0,
+            download_limit: 0,
         }
     }
 }
@@ -158,6 +204,8 @@ struct Shared {
     speed_kbps: u32,
     shares: Vec<PathBuf>,
     data_dir: PathBuf,
+    download_limit: Arc<Limiter>,
+    accept_private: bool,
 }
 
 /// A running servent.
@@ -218,11 +266,22 @@ impl Servent {
             library.len(),
             library.kbytes() / 1024
         );
+        let accept_private = cfg.node.accept_private;
         let node = Node::start(cfg.node).await?;
         node.set_shared(library.len() as u32, library.kbytes());
         node.set_qrp_table(library.qrp_table(QRP_BITS));
-        let uploads = Uploads::new(Arc::new(RwLock::new(library)), cfg.upload_slots);
+        let uploads = Uploads::with(
+            Arc::new(RwLock::new(library)),
+            cfg.upload_slots,
+            &data_dir,
+            cfg.share_partial,
+            cfg.upload_limit,
+        );
+        *uploads.me.write().unwrap_or_else(|e| e.into_inner()) =
+            vec![node.listen_addr(), node.advertised_addr()];
         let shared = Arc::new(Shared {
+            download_limit: Arc::new(Limiter::new(cfg.download_limit)),
+            accept_private,
             node: node.clone(),
             uploads,
             waiters: PushWaiters::new(),
@@ -330,24 +389,27 @@ impl Servent {
         }
         info!("shares changed: now {} files", lib.len());
         self.shared.node.set_shared(lib.len() as u32, lib.kbytes());
-        self.shared.node.set_qrp_table(lib.qrp_table(QRP_BITS));
         *self
             .shared
             .uploads
             .library
             .write()
             .unwrap_or_else(|e| e.into_inner()) = lib;
+        self.refresh_table();
     }
 
     /// Sends a keyword search (and asks for `urn:sha1` in the hits).
     pub fn search(&self, words: &str) -> Search {
-        self.search_payload(words.as_bytes(), b"urn:")
+        let mut ext = crate::wire::ExtBuilder::new();
+        ext.text("urn:").ggep(&partials_wanted());
+        self.search_payload(words.as_bytes(), &ext.finish())
     }
 
     /// Sends a search for a file by its SHA-1 (criteria `\`, as LimeWire and gtk-gnutella do).
     pub fn search_urn(&self, urn: &crate::wire::Sha1Urn) -> Search {
-        let ext = urn.to_string();
-        self.search_payload(b"\\", ext.as_bytes())
+        let mut ext = crate::wire::ExtBuilder::new();
+        ext.urn(urn).ggep(&partials_wanted());
+        self.search_payload(b"\\", &ext.finish())
     }
 
     fn search_payload(&self, criteria: &[u8], ext: &[u8]) -> Search {
@@ -393,11 +455,88 @@ impl Servent {
         dir: &std::path::Path,
         progress: &download::Progress,
     ) -> Result<PathBuf, download::DownloadError> {
+        let shared = self.shared.clone();
+        let announce = move || (!shared.is_firewalled()).then(|| shared.node.advertised_addr());
         let ctx = download::Context {
             node: self.shared.node.clone(),
             waiters: self.shared.waiters.clone(),
+            uploads: self.shared.uploads.clone(),
+            limit: self.shared.download_limit.clone(),
+            announce: Arc::new(announce),
+            accept_private: self.shared.accept_private,
         };
-        download::download(&ctx, spec, dir, progress).await
+        let urn = spec.urn;
+        // The file's words and urn go into our QRP table while it downloads, so queries for it
+        // reach us once we have something to offer.
+        let refresh = {
+            let s = self.clone();
+            task::spawn(async move {
+                task::sleep(Duration::from_millis(100)).await;
+                s.refresh_table();
+            })
+        };
+        let r = download::download(&ctx, spec, dir, progress).await;
+        drop(refresh);
+        if r.is_err() {
+            let lib = self
+                .shared
+                .uploads
+                .partials
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&urn)
+                .is_some_and(|p| !p.complete);
+            if lib {
+                // A failed download offers nothing; its data stays for a resume.
+                self.shared
+                    .uploads
+                    .partials
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&urn);
+            }
+        }
+        self.refresh_table();
+        r
+    }
+
+    /// Our QRP table and shared counts from the library and the files downloading.
+    pub fn refresh_table(&self) {
+        let up = &self.shared.uploads;
+        let lib = up.library.read().unwrap_or_else(|e| e.into_inner());
+        let mut t = lib.qrp_table(QRP_BITS);
+        if up.shares_partials() {
+            for p in up.partials.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                for w in crate::share::words::qrp_words(&p.name) {
+                    t.insert_word(&w);
+                }
+                t.insert_word(&p.urn.to_string());
+            }
+        }
+        self.shared.node.set_qrp_table(t);
+    }
+
+    /// The upload and download limits in bytes per second (0: none).
+    pub fn limits(&self) -> (u64, u64) {
+        (
+            self.shared.uploads.limit.rate(),
+            self.shared.download_limit.rate(),
+        )
+    }
+
+    /// Changes the limits from now on; `None` leaves one as it is.
+    pub fn set_limits(&self, upload: Option<u64>, download: Option<u64>) {
+        if let Some(u) = upload {
+            self.shared.uploads.limit.set_rate(u);
+        }
+        if let Some(d) = download {
+            self.shared.download_limit.set_rate(d);
+        }
+    }
+
+    /// Bytes received by all downloads.
+    pub fn downloaded_bytes(&self) -> u64 {
+        self.shared.download_limit.total()
     }
 
     /// One line on how the servent is doing, for the log.
@@ -481,6 +620,21 @@ async fn scan(dirs: Vec<PathBuf>, data_dir: PathBuf, prev: Option<Library>) -> L
     .await
 }
 
+/// A GGEP block with `PR`: this query wants partial results too (SWARM.md §1.4).
+fn partials_wanted() -> Vec<u8> {
+    let mut g = crate::wire::ggep::GgepBuilder::new();
+    g.push(
+        "PR",
+        &[],
+        crate::wire::ggep::Encoding {
+            deflate: false,
+            cobs_if_nul: true,
+        },
+    )
+    .expect("valid id");
+    g.finish()
+}
+
 fn decode(msg: &[u8]) -> Option<Descriptor<'_>> {
     let Ok(Framed::Frame(f)) = frame(msg) else {
         return None;
@@ -533,16 +687,36 @@ fn answer(shared: &Shared, from: crate::overlay::ConnId, msg: &[u8]) {
         return;
     }
     let payloads = {
-        let lib = shared
-            .uploads
-            .library
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let files = lib.search(&q);
-        if files.is_empty() {
+        let up = &shared.uploads;
+        let lib = up.library.read().unwrap_or_else(|e| e.into_inner());
+        let partials = up.partials.read().unwrap_or_else(|e| e.into_inner());
+        let mut offers: Vec<Offer<'_>> = lib.search(&q).into_iter().map(Offer::from).collect();
+        // Files downloading are offered only to queries that ask for partial results (GGEP
+        // `PR`), as gtk-gnutella does; the ones finished this run to every query.
+        let wants_partials =
+            up.shares_partials() && q.extensions.ggep().is_some_and(|g| g.get("PR").is_some());
+        let urns: Vec<crate::wire::Sha1Urn> = q
+            .extensions
+            .iter()
+            .filter_map(|i| match i {
+                crate::wire::ExtItem::Sha1(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        let extra: Vec<&crate::share::partial::PartialFile> = if urns.is_empty() {
+            partials.search_words(&q.criteria.to_string_lossy())
+        } else {
+            urns.iter().filter_map(|u| partials.offered(u)).collect()
+        };
+        for p in extra {
+            if (p.complete || wants_partials) && !offers.iter().any(|o| o.sha1 == p.urn) {
+                offers.push(Offer::from(p));
+            }
+        }
+        if offers.is_empty() {
             return;
         }
-        query_hits(&files, &shared.responder())
+        query_hits(&offers, &shared.responder())
     };
     for p in payloads {
         shared.node.reply(from, msg, &p);

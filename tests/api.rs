@@ -1216,6 +1216,7 @@ async fn pausing_stops_a_transfer_resuming_finishes_it_and_cancel_leaves_nothing
             size: data.len() as u64,
             mtime: 0,
             sha1: Sha1Urn::digest(data),
+            tth: None,
         })
         .collect();
     let me = Responder {
@@ -1226,7 +1227,13 @@ async fn pausing_stops_a_transfer_resuming_finishes_it_and_cancel_leaves_nothing
         busy: false,
         uploaded: false,
     };
-    for payload in query_hits(&shared.iter().collect::<Vec<_>>(), &me) {
+    for payload in query_hits(
+        &shared
+            .iter()
+            .map(servent::share::hits::Offer::from)
+            .collect::<Vec<_>>(),
+        &me,
+    ) {
         let mut msg = query[..16].to_vec();
         msg.extend_from_slice(&[0x81, 3, 0]);
         msg.extend_from_slice(&(payload.len() as u32).to_le_bytes());

@@ -78,6 +78,9 @@ pub fn servent_config(s: &Settings) -> Result<ServentConfig, String> {
     scfg.shares = shares;
     scfg.upload_slots = s.upload_slots.max(1);
     scfg.firewalled = s.firewalled;
+    scfg.share_partial = s.share_partial;
+    scfg.upload_limit = s.upload_limit;
+    scfg.download_limit = s.download_limit;
     Ok(scfg)
 }
 

@@ -9,6 +9,52 @@ use crate::wire::{
 };
 
 use super::SharedFile;
+use super::partial::PartialFile;
+use crate::thex::Tth;
+use crate::wire::{FileIndex, Sha1Urn};
+
+/// A file as a hit offers it: shared, or downloading with verified ranges.
+#[derive(Debug, Clone)]
+pub struct Offer<'a> {
+    pub index: FileIndex,
+    pub name: &'a str,
+    pub size: u64,
+    pub sha1: Sha1Urn,
+    pub tth: Option<Tth>,
+    /// A partial file: the UNIX time its verified part last grew and the verified bytes,
+    /// sent as GGEP `PRU` (SWARM.md §1.4).
+    pub partial: Option<(u32, u64)>,
+}
+
+impl<'a> From<&'a SharedFile> for Offer<'a> {
+    fn from(f: &'a SharedFile) -> Self {
+        Offer {
+            index: f.index,
+            name: &f.name,
+            size: f.size,
+            sha1: f.sha1,
+            tth: f.tth,
+            partial: None,
+        }
+    }
+}
+
+impl<'a> From<&'a PartialFile> for Offer<'a> {
+    fn from(p: &'a PartialFile) -> Self {
+        let when = p
+            .last_write
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32);
+        Offer {
+            index: p.index,
+            name: &p.name,
+            size: p.size,
+            sha1: p.urn,
+            tth: p.tth(),
+            partial: (!p.complete).then(|| (when, p.verified_bytes())),
+        }
+    }
+}
 
 /// Results per hit: gtk-gnutella sends at most 10 (PROTOCOL.md §1).
 pub const RESULTS_PER_HIT: usize = 10;
@@ -30,30 +76,42 @@ pub struct Responder {
     pub uploaded: bool,
 }
 
-fn result_ext(f: &SharedFile) -> Vec<u8> {
+fn result_ext(f: &Offer<'_>) -> Vec<u8> {
     let mut ext = ExtBuilder::new();
     ext.urn(&f.sha1);
+    let enc = Encoding {
+        deflate: false,
+        cobs_if_nul: true,
+    };
+    let mut g = GgepBuilder::new();
     if f.size >= u64::from(u32::MAX) {
         // Files of 4 GiB and more: the 32-bit field says 0xFFFFFFFF, GGEP LF the real size.
         let (b, n) = int_bytes(f.size);
-        let mut g = GgepBuilder::new();
-        g.push(
-            "LF",
-            &b[..n],
-            Encoding {
-                deflate: false,
-                cobs_if_nul: true,
-            },
-        )
-        .expect("valid id");
-        ext.ggep(&g.finish());
+        g.push("LF", &b[..n], enc).expect("valid id");
+    }
+    if let Some(t) = &f.tth {
+        // The Tiger tree root beside the ASCII urn:sha1, as gtk-gnutella does when it does not
+        // use GGEP H (SWARM.md §1.4).
+        g.push("TT", &t.0, enc).expect("valid id");
+    }
+    if let Some((when, avail)) = f.partial {
+        // gtk-gnutella `ggept_stamp_filesize_encode`: BE time, then the bytes available as an
+        // LE integer without its trailing zero bytes.
+        let mut v = when.to_be_bytes().to_vec();
+        let (b, n) = int_bytes(avail);
+        v.extend_from_slice(&b[..n]);
+        g.push("PRU", &v, enc).expect("valid id");
+    }
+    let block = g.finish();
+    if !block.is_empty() {
+        ext.ggep(&block);
     }
     ext.finish()
 }
 
 /// QueryHit payloads listing `files`, split so no hit has more than [`RESULTS_PER_HIT`] results
 /// or much more than [`HIT_BYTES`].
-pub fn query_hits(files: &[&SharedFile], me: &Responder) -> Vec<Vec<u8>> {
+pub fn query_hits(files: &[Offer<'_>], me: &Responder) -> Vec<Vec<u8>> {
     let flags = QhdFlags {
         push: me.firewalled,
         busy: me.busy,
@@ -82,7 +140,7 @@ pub fn query_hits(files: &[&SharedFile], me: &Responder) -> Vec<Vec<u8>> {
     let mut r = ResultsBuilder::new();
     for f in files {
         let size = u32::try_from(f.size).unwrap_or(u32::MAX);
-        r.push(f.index, size, &f.name, &result_ext(f));
+        r.push(f.index, size, f.name, &result_ext(f));
         if usize::from(r.count()) >= RESULTS_PER_HIT || r.len() >= HIT_BYTES {
             finish(&r);
             r = ResultsBuilder::new();
@@ -97,7 +155,6 @@ pub fn query_hits(files: &[&SharedFile], me: &Responder) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{FileIndex, Sha1Urn};
 
     fn file(i: u32, name: &str, size: u64) -> SharedFile {
         SharedFile {
@@ -107,6 +164,7 @@ mod tests {
             size,
             mtime: 0,
             sha1: Sha1Urn::digest(name.as_bytes()),
+            tth: None,
         }
     }
 
@@ -116,7 +174,7 @@ mod tests {
             .map(|i| file(i, &format!("file {i}.txt"), 1000))
             .chain([file(99, "huge.iso", 5 << 30)])
             .collect();
-        let refs: Vec<&SharedFile> = files.iter().collect();
+        let refs: Vec<Offer<'_>> = files.iter().map(Offer::from).collect();
         let me = Responder {
             addr: "127.0.0.1:6346".parse().unwrap(),
             speed_kbps: 1000,

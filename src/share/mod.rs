@@ -6,6 +6,8 @@
 //! [`Library::by_index`] or [`Library::by_urn`], never through a path built from the request.
 
 pub mod hits;
+pub mod partial;
+pub mod trees;
 pub mod words;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +18,7 @@ use std::time::UNIX_EPOCH;
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
+use crate::thex::{HashTree, TreeHasher, Tth};
 use crate::wire::qrp::QrpTable;
 use crate::wire::{ExtItem, FileIndex, Query, Sha1Urn};
 
@@ -36,6 +39,9 @@ pub struct SharedFile {
     #[serde(skip)]
     pub mtime: u64,
     pub sha1: Sha1Urn,
+    /// Tiger tree root; its tree is in the data directory's tree store.
+    #[serde(serialize_with = "trees::ser_tth")]
+    pub tth: Option<Tth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,52 +49,74 @@ struct CacheEntry {
     size: u64,
     mtime: u64,
     sha1: String,
+    /// Absent in caches written before trees were computed: such files are hashed once more.
+    #[serde(default)]
+    tth: Option<String>,
 }
 
 /// SHA-1s by path, valid while size and modification time are unchanged.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct HashCache {
     entries: HashMap<PathBuf, CacheEntry>,
+    /// Where the trees of hashed files are kept; none: trees are not kept (tests).
+    #[serde(skip)]
+    trees: Option<trees::TreeStore>,
 }
 
 impl HashCache {
     pub fn load(data_dir: &Path) -> Self {
-        std::fs::read(data_dir.join(CACHE_FILE))
+        let mut c: HashCache = std::fs::read(data_dir.join(CACHE_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        c.trees = Some(trees::TreeStore::new(data_dir));
+        c
     }
 
     pub fn save(&self, data_dir: &Path) -> io::Result<()> {
         let json = serde_json::to_vec(self).map_err(io::Error::other)?;
-        crate::net::store::write_atomic(&data_dir.join(CACHE_FILE), &json)
+        crate::store::write_atomic(&data_dir.join(CACHE_FILE), &json)
     }
 
-    fn get(&self, path: &Path, size: u64, mtime: u64) -> Option<Sha1Urn> {
+    /// The cached SHA-1 and TTH, if the file is unchanged and its tree is still stored.
+    fn get(&self, path: &Path, size: u64, mtime: u64) -> Option<(Sha1Urn, Tth)> {
         let e = self.entries.get(path)?;
         if e.size != size || e.mtime != mtime {
             return None;
         }
-        Sha1Urn::from_base32(e.sha1.as_bytes()).ok()
+        let tth = Tth::from_base32(e.tth.as_deref()?)?;
+        if let Some(t) = &self.trees
+            && !t.has(&tth)
+        {
+            return None;
+        }
+        Some((Sha1Urn::from_base32(e.sha1.as_bytes()).ok()?, tth))
     }
 
-    fn put(&mut self, path: PathBuf, size: u64, mtime: u64, sha1: Sha1Urn) {
+    fn put(&mut self, path: PathBuf, size: u64, mtime: u64, sha1: Sha1Urn, tree: &HashTree) {
+        if let Some(t) = &self.trees
+            && let Err(e) = t.save(tree)
+        {
+            warn!("cannot keep the Tiger tree of {}: {e}", path.display());
+        }
         self.entries.insert(
             path,
             CacheEntry {
                 size,
                 mtime,
                 sha1: sha1.base32(),
+                tth: Some(tree.root().to_string()),
             },
         );
     }
 }
 
-/// SHA-1 of a file, read in 256 KiB steps.
-pub fn hash_file(path: &Path) -> io::Result<Sha1Urn> {
+/// SHA-1 and Tiger tree of a file, computed in the same read, 256 KiB at a time.
+pub fn hash_file(path: &Path) -> io::Result<(Sha1Urn, HashTree)> {
     use sha1::Digest;
     let mut f = std::fs::File::open(path)?;
     let mut h = sha1::Sha1::new();
+    let mut t = TreeHasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f.read(&mut buf)?;
@@ -96,8 +124,9 @@ pub fn hash_file(path: &Path) -> io::Result<Sha1Urn> {
             break;
         }
         h.update(&buf[..n]);
+        t.update(&buf[..n]);
     }
-    Ok(Sha1Urn(h.finalize().into()))
+    Ok((Sha1Urn(h.finalize().into()), t.finish()))
 }
 
 fn shareable(name: &str) -> bool {
@@ -168,13 +197,13 @@ impl Library {
         let mut lib = Library::default();
         let mut hashed = 0usize;
         for (path, name, size, mtime) in found {
-            let sha1 = match cache.get(&path, size, mtime) {
+            let (sha1, tth) = match cache.get(&path, size, mtime) {
                 Some(s) => s,
                 None => match hash_file(&path) {
-                    Ok(s) => {
+                    Ok((s, tree)) => {
                         hashed += 1;
-                        cache.put(path.clone(), size, mtime, s);
-                        s
+                        cache.put(path.clone(), size, mtime, s, &tree);
+                        (s, tree.root())
                     }
                     Err(e) => {
                         warn!("cannot read {}: {e}; not shared", path.display());
@@ -197,6 +226,7 @@ impl Library {
                 size,
                 mtime,
                 sha1,
+                tth: Some(tth),
             });
         }
         lib.next_index = next_index;

@@ -12,9 +12,9 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_std::channel::{Sender, bounded};
+use async_std::channel::{Receiver, Sender, bounded};
 use async_std::future::timeout;
 use async_std::net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -23,15 +23,19 @@ use hyper::body::Bytes;
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
+use super::altlocs;
+use super::limit::Limiter;
+use super::plan::{MAX_RETRY_WAIT, MAX_SOURCES, Plan, SliceVerdict, SourceState};
+use super::upload::Uploads;
+use crate::net::Node;
 use crate::net::hyper_io::HyperIo;
-use crate::net::{Node, store};
 use crate::share::PARTIAL_SUFFIX;
+use crate::share::partial::PartialFile;
+use crate::store;
+use crate::swarm::ranges::{RangeSet, parse_available};
+use crate::thex::{HashTree, TreeHasher, Tth};
 use crate::wire::{FileIndex, Push, ServentId, Sha1Urn};
 
-/// Smallest chunk handed to a source: big enough that request overhead does not matter.
-pub const MIN_CHUNK: u64 = 256 * 1024;
-/// Largest chunk, so several sources share even a big file.
-pub const MAX_CHUNK: u64 = 8 * 1024 * 1024;
 /// Received bytes are written to the file in batches of about this much (two at most held).
 const WRITE_BATCH: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,8 +43,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const GIV_TIMEOUT: Duration = Duration::from_secs(20);
 /// No byte for this long: the source is stalled.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Failures before a source is given up.
-const MAX_SOURCE_FAILURES: u32 = 3;
 /// A GIV line longer than this is not one.
 const MAX_GIV: usize = 512;
 
@@ -61,6 +63,10 @@ pub struct Spec {
     pub size: u64,
     pub name: String,
     pub sources: Vec<Source>,
+    /// The Tiger tree root we trust, when a hit or a magnet named it; else the first tree a
+    /// source offers is taken (gtk-gnutella's `tth_auto_discovery`).
+    #[serde(default)]
+    pub tth: Option<Tth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,41 +165,17 @@ struct State {
     done: Vec<(u64, u64)>,
 }
 
-fn add_range(done: &mut Vec<(u64, u64)>, r: (u64, u64)) {
-    done.push(r);
-    done.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(done.len());
-    for (a, b) in done.drain(..) {
-        match merged.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    *done = merged;
-}
-
-/// Chunks of [0, size) not covered by `done`, each at most `chunk` long.
-fn missing(done: &[(u64, u64)], size: u64, chunk: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    let mut push_gap = |a: u64, b: u64| {
-        let mut s = a;
-        while s < b {
-            let e = (s + chunk).min(b);
-            out.push((s, e));
-            s = e;
-        }
-    };
-    for &(a, b) in done {
-        if a > pos {
-            push_gap(pos, a);
-        }
-        pos = pos.max(b);
-    }
-    if pos < size {
-        push_gap(pos, size);
-    }
-    out
+/// One source as a person watching the download sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceView {
+    pub addr: SocketAddrV4,
+    /// Bytes it gave us.
+    pub bytes: u64,
+    /// It has only part of the file (another downloader).
+    pub partial: bool,
+    /// Learnt from the download mesh (`X-Alt`), not from a search.
+    pub from_mesh: bool,
+    pub state: SourceState,
 }
 
 /// Progress a person can watch.
@@ -204,12 +186,1113 @@ pub struct Progress {
     pub sources: AtomicU64,
     /// Sources dropped for sending bytes that failed verification.
     pub bad_sources: AtomicU64,
+    /// Slices that failed their Tiger tree check and were fetched again.
+    pub bad_slices: AtomicU64,
+    /// Bytes received from sources that had only part of the file.
+    pub from_partial: AtomicU64,
+    /// Bytes checked against a Tiger tree.
+    pub verified: AtomicU64,
+    detail: Mutex<(Vec<SourceView>, String)>,
 }
+
+impl Progress {
+    /// The sources and the chunk map (`#` held, `>` in flight, `.` missing).
+    pub fn detail(&self) -> (Vec<SourceView>, String) {
+        self.detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Cells in the chunk map a display shows.
+pub const MAP_CELLS: usize = 64;
 
 /// What a download needs of the running servent.
 pub struct Context {
     pub node: Node,
     pub waiters: Arc<PushWaiters>,
+    /// The upload side: where the partial file is offered and the mesh kept.
+    pub uploads: Arc<Uploads>,
+    /// All downloads together go through this limit.
+    pub limit: Arc<Limiter>,
+    /// The address downloaders can reach us at, when they can (not firewalled).
+    pub announce: Arc<dyn Fn() -> Option<SocketAddrV4> + Send + Sync>,
+    /// Alt-locs on loopback or private addresses are used (test networks, `allow_private`).
+    pub accept_private: bool,
+}
+
+/// SHA-1 (and, until a tree arrives, our own Tiger tree) of the file's bytes, computed as
+/// the contiguous prefix grows: in the write path when bytes arrive in order, from the file
+/// (the page cache) when a gap closes.
+struct Digest {
+    pos: u64,
+    sha1: sha1::Sha1,
+    tiger: Option<TreeHasher>,
+}
+
+impl Digest {
+    fn new(tiger: bool) -> Self {
+        use sha1::Digest as _;
+        Digest {
+            pos: 0,
+            sha1: sha1::Sha1::new(),
+            tiger: tiger.then(TreeHasher::new),
+        }
+    }
+
+    fn feed(&mut self, at: u64, data: &[u8]) {
+        use sha1::Digest as _;
+        if at != self.pos {
+            return;
+        }
+        self.sha1.update(data);
+        if let Some(t) = &mut self.tiger {
+            t.update(data);
+        }
+        self.pos += data.len() as u64;
+    }
+}
+
+/// Roots of the slices a response covers whole, computed as its bytes are written.
+struct SliceHashing {
+    slice: u64,
+    size: u64,
+    /// The slice being hashed and where its next byte must come from.
+    cur: Option<(u64, u64, TreeHasher)>,
+}
+
+impl SliceHashing {
+    fn feed(&mut self, mut at: u64, mut data: &[u8], out: &mut Vec<(u64, Tth)>) {
+        while !data.is_empty() {
+            if self.cur.as_ref().is_some_and(|c| c.1 != at) {
+                self.cur = None;
+            }
+            if self.cur.is_none() {
+                if !at.is_multiple_of(self.slice) {
+                    // Starts inside a slice: skip to the next boundary.
+                    let skip = (self.slice - at % self.slice).min(data.len() as u64);
+                    at += skip;
+                    data = &data[skip as usize..];
+                    continue;
+                }
+                self.cur = Some((at / self.slice, at, TreeHasher::new()));
+            }
+            let (i, pos, h) = self.cur.as_mut().expect("set above");
+            let slice_end = ((*i + 1) * self.slice).min(self.size);
+            let n = ((slice_end - *pos) as usize).min(data.len());
+            h.update(&data[..n]);
+            *pos += n as u64;
+            at += n as u64;
+            data = &data[n..];
+            if *pos == slice_end {
+                let (i, _, h) = self.cur.take().expect("set above");
+                out.push((i, h.finish().root()));
+            }
+        }
+    }
+}
+
+/// One download's shared state: its plan, the file, the digest and its watchers.
+struct Dl<'a> {
+    ctx: &'a Context,
+    spec: Spec,
+    plan: Mutex<Plan>,
+    file: Arc<std::fs::File>,
+    state_path: PathBuf,
+    progress: &'a Progress,
+    digest: Arc<Mutex<Digest>>,
+    /// New sources to start a worker for.
+    spawn: Sender<usize>,
+    /// When bytes last landed (or the download started).
+    last_bytes: Mutex<Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a request brought no bytes, or what it brought besides.
+enum Fetched {
+    /// Bytes [start, end) arrived; the source also said this.
+    Got {
+        available: Option<RangeSet>,
+        thex: Option<(String, Tth)>,
+        alts: Vec<SocketAddrV4>,
+    },
+    /// A partial source has only these ranges (416, or a 503 that says so: SWARM.md §1.3).
+    Unavailable(RangeSet, Vec<SocketAddrV4>),
+    /// Busy: ask again after this long.
+    Busy(Duration),
+    /// It does not serve the file now (a PFSP alt-loc may say 404 while the file is not rare,
+    /// SWARM.md §8.3).
+    NotNow,
+    Failed(io::Error),
+}
+
+impl<'a> Dl<'a> {
+    /// Publishes the plan's state for displays and, when it grew, the verified ranges to the
+    /// upload side.
+    fn publish(&self, p: &Plan) {
+        let views = p
+            .sources
+            .iter()
+            .map(|s| SourceView {
+                addr: s.src.addr,
+                bytes: s.bytes,
+                partial: s.partial(),
+                from_mesh: s.from_mesh,
+                state: s.state,
+            })
+            .collect();
+        *lock(&self.progress.detail) = (views, p.map(MAP_CELLS));
+        self.progress
+            .sources
+            .store(p.sources.len() as u64, Ordering::Relaxed);
+        self.progress
+            .verified
+            .store(p.verified.covered_len(), Ordering::Relaxed);
+    }
+
+    fn share_verified(&self, p: &Plan) {
+        let verified = p.verified.clone();
+        let tree = p.tree.clone();
+        lock_w(&self.ctx.uploads.partials).update(&self.spec.urn, |f| {
+            if f.verified.covered_len() != verified.covered_len() {
+                f.last_write = std::time::SystemTime::now();
+            }
+            f.verified = verified;
+            f.tree = tree;
+        });
+    }
+
+    fn add_alts(&self, alts: Vec<SocketAddrV4>) {
+        let me = (self.ctx.announce)();
+        let mut p = lock(&self.plan);
+        for a in alts {
+            if Some(a) == me || p.knows(&a) || !usable_addr(a, self.ctx.accept_private) {
+                continue;
+            }
+            let src = Source {
+                addr: a,
+                index: FileIndex(0),
+                name: self.spec.name.clone(),
+                // An alt-loc carries no GUID: it is reached directly or not at all.
+                servent: ServentId([0; 16]),
+                push: false,
+            };
+            if let Some(si) = p.add_source(src, true) {
+                debug!("{}: new source {a} from the mesh", self.spec.name);
+                let _ = self.spawn.try_send(si);
+            }
+        }
+        self.publish(&p);
+    }
+
+    /// Judges slice roots that came in; a bad slice resets the digest if it had passed it.
+    fn judge(&self, roots: Vec<(u64, Tth)>) {
+        if roots.is_empty() {
+            return;
+        }
+        let mut p = lock(&self.plan);
+        let verdicts: Vec<SliceVerdict> =
+            roots.into_iter().map(|(i, r)| p.slice_root(i, r)).collect();
+        self.after_verdicts(&mut p, verdicts);
+    }
+
+    fn after_verdicts(&self, p: &mut Plan, verdicts: Vec<SliceVerdict>) {
+        let mut grew = false;
+        for v in verdicts {
+            match v {
+                SliceVerdict::Good(..) => grew = true,
+                SliceVerdict::Bad(a, b, who) => {
+                    self.progress.bad_slices.fetch_add(1, Ordering::Relaxed);
+                    let names: Vec<String> = who
+                        .iter()
+                        .map(|&s| p.sources[s].src.addr.to_string())
+                        .collect();
+                    warn!(
+                        "{}: bytes {a}-{} failed the Tiger tree check (from {}); fetching them again",
+                        self.spec.name,
+                        b - 1,
+                        names.join(", ")
+                    );
+                    for &s in &who {
+                        // Counted once, when its last strike makes it bad.
+                        if p.sources[s].state == SourceState::Bad
+                            && p.sources[s].strikes == super::plan::MAX_STRIKES
+                        {
+                            let addr = p.sources[s].src.addr;
+                            warn!("source {addr} sent bad data too often: dropped");
+                            self.progress.bad_sources.fetch_add(1, Ordering::Relaxed);
+                            altlocs::source_failed(&self.ctx.uploads, &self.spec.urn, addr);
+                        }
+                    }
+                    let mut d = lock(&self.digest);
+                    if d.pos > a {
+                        *d = Digest::new(p.tree.is_none());
+                    }
+                    self.progress
+                        .done
+                        .store(p.done.covered_len(), Ordering::Relaxed);
+                }
+                SliceVerdict::Pending => {}
+            }
+        }
+        if grew {
+            self.share_verified(p);
+        }
+        self.publish(p);
+    }
+
+    /// Reads back and checks slices whose bytes came in several responses.
+    async fn verify_from_disk(&self) -> io::Result<()> {
+        let (slices, ranges) = {
+            let p = lock(&self.plan);
+            if p.tree.is_none() {
+                return Ok(());
+            }
+            let s = p.unjudged_slices();
+            let r: Vec<(u64, u64)> = s.iter().map(|&i| p.slice_range(i)).collect();
+            (s, r)
+        };
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        let roots = async_std::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut out = Vec::new();
+            for (i, (a, b)) in slices.into_iter().zip(ranges) {
+                let mut buf = vec![0u8; (b - a) as usize];
+                file.read_exact_at(&mut buf, a)?;
+                out.push((i, crate::thex::slice_root(&buf)));
+            }
+            Ok::<_, io::Error>(out)
+        })
+        .await?;
+        self.judge(roots);
+        Ok(())
+    }
+
+    /// Hashes what the digest has not seen of the contiguous prefix, from the file.
+    async fn catch_up(&self) -> io::Result<()> {
+        let upto = {
+            let p = lock(&self.plan);
+            let pos = lock(&self.digest).pos;
+            match p.done.first_gap_from(pos, p.size) {
+                Some(g) => g.start,
+                None => p.size,
+            }
+        };
+        let (digest, file) = (self.digest.clone(), self.file.clone());
+        async_std::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut d = lock(&digest);
+            while d.pos < upto {
+                let n = ((upto - d.pos) as usize).min(buf.len());
+                file.read_exact_at(&mut buf[..n], d.pos)?;
+                let at = d.pos;
+                d.feed(at, &buf[..n]);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn save_state(&self) -> io::Result<()> {
+        let done = {
+            let p = lock(&self.plan);
+            p.done.iter().map(|r| (r.start, r.end)).collect()
+        };
+        let state = State {
+            spec: self.spec.clone(),
+            done,
+        };
+        let json = serde_json::to_vec(&state).map_err(io::Error::other)?;
+        store::write_atomic(&self.state_path, &json)
+    }
+
+    /// No byte landed for [`NO_PROGRESS`]: the sources left are not going to deliver.
+    fn stalled(&self) -> bool {
+        lock(&self.last_bytes).elapsed() > NO_PROGRESS
+    }
+
+    /// Written, and checked when there is a tree.
+    fn finished(&self) -> bool {
+        let p = lock(&self.plan);
+        p.complete() && (p.tree.is_none() || p.verified.contains_range(0, p.size))
+    }
+}
+
+fn lock_w<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An address we may connect to for a download.
+fn usable_addr(a: SocketAddrV4, accept_private: bool) -> bool {
+    let ip = a.ip();
+    a.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !ip.is_broadcast()
+        && (accept_private || !(ip.is_loopback() || ip.is_private() || ip.is_link_local()))
+}
+
+/// Bytes of the first response body we read when it is not the file (a tree, an error page).
+const MAX_TREE: usize = 260 * 1024;
+/// A partial source with nothing we need is asked again this often: it grows as it downloads.
+const PARTIAL_POLL: Duration = Duration::from_millis(500);
+/// Sources that failed this many times in a row are given up.
+const MAX_SOURCE_FAILURES: u32 = 3;
+/// A download whose sources all wait or fail without a byte for this long ends as failed.
+const NO_PROGRESS: Duration = Duration::from_secs(180);
+
+/// Fetches [start, end) of the file (or the part the source sends) over `sender`.
+async fn fetch(
+    dl: &Dl<'_>,
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    si: usize,
+    (start, end): (u64, u64),
+    first: bool,
+    bufs: &mut Vec<Vec<u8>>,
+) -> Fetched {
+    let spec = &dl.spec;
+    let src = lock(&dl.plan).sources[si].src.clone();
+    let err = |m: String| Fetched::Failed(io::Error::other(m));
+    if let Err(e) = sender.ready().await {
+        return err(format!("{}: {e}", src.addr));
+    }
+    let mut req = hyper::Request::get(format!("/uri-res/N2R?{}", spec.urn))
+        .header(hyper::header::HOST, src.addr.to_string())
+        .header(hyper::header::USER_AGENT, crate::handshake::USER_AGENT)
+        .header(hyper::header::RANGE, format!("bytes={start}-{}", end - 1))
+        .header("X-Gnutella-Content-URN", spec.urn.to_string());
+    let me = (dl.ctx.announce)();
+    if let Some(me) = me {
+        req = req.header("X-Node", me.to_string());
+    }
+    let verified_any = !lock(&dl.plan).verified.is_empty();
+    if let Some(alt) = altlocs::request_alt(
+        &dl.ctx.uploads,
+        &spec.urn,
+        me,
+        verified_any,
+        src.addr,
+        first,
+    ) {
+        req = req.header("X-Alt", alt);
+    }
+    let req = match req.body(Empty::new()) {
+        Ok(r) => r,
+        Err(e) => return err(e.to_string()),
+    };
+    let resp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(e) => return err(format!("{}: {e}", src.addr)),
+    };
+    let status = resp.status();
+    let h = resp.headers();
+    let hv = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    let available = hv("X-Available-Ranges").and_then(|v| parse_available(v, spec.size).ok());
+    let alts = altlocs::response_alts(&dl.ctx.uploads, &spec.urn, h, src.addr);
+    let thex = hv("X-Thex-URI").and_then(crate::thex::parse_thex_uri);
+    if let Some(u) = hv("X-Gnutella-Content-URN")
+        && u.parse::<Sha1Urn>().is_ok_and(|u| u != spec.urn)
+    {
+        return err(format!("{} serves another file", src.addr));
+    }
+    let (offset, stop) = match status.as_u16() {
+        // Trust the range the source says it sends, not the one we asked for: a source that
+        // answers another range would otherwise put its bytes at the wrong offsets. It may
+        // send less than asked (gtk-gnutella trims ranges, SWARM.md §8.2).
+        206 => match hv("Content-Range").and_then(parse_content_range) {
+            Some((from, to, total)) if from <= start && to >= start && total == spec.size => {
+                (from, (to + 1).min(end))
+            }
+            Some(_) => {
+                return err(format!(
+                    "{} sent a range other than the one asked for",
+                    src.addr
+                ));
+            }
+            None => {
+                return err(format!(
+                    "{} answered 206 without a valid Content-Range",
+                    src.addr
+                ));
+            }
+        },
+        // A whole-file answer to a range request: skip to our part.
+        200 => (0, end),
+        416 | 503 if available.as_ref().is_some_and(|a| !a.contains(start)) => {
+            return Fetched::Unavailable(available.unwrap_or_default(), alts);
+        }
+        503 => {
+            let wait = hv("Retry-After")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(Duration::from_secs(5), Duration::from_secs);
+            return Fetched::Busy(wait.min(MAX_RETRY_WAIT));
+        }
+        404 | 410 => return Fetched::NotNow,
+        code => return err(format!("{} answered {code}", src.addr)),
+    };
+    match receive(dl, resp.into_body(), si, offset, start, stop, bufs).await {
+        Ok(()) => Fetched::Got {
+            available,
+            thex,
+            alts,
+        },
+        Err(e) => Fetched::Failed(e),
+    }
+}
+
+/// Writes the body's bytes that fall in [start, stop) into the file, hashing slices and the
+/// digest on the way, through the download limit.
+async fn receive(
+    dl: &Dl<'_>,
+    mut body: hyper::body::Incoming,
+    si: usize,
+    offset: u64,
+    start: u64,
+    stop: u64,
+    bufs: &mut Vec<Vec<u8>>,
+) -> io::Result<()> {
+    let progress = dl.progress;
+    let partial_source = lock(&dl.plan).sources[si].partial();
+    let addr = lock(&dl.plan).sources[si].src.addr;
+    let err = |m: String| io::Error::other(m);
+    let mut pos = offset;
+    // Frames are copied into a batch of up to WRITE_BATCH bytes, written by one blocking
+    // task while the next batch fills: a blocking task per frame cost a thread hand-off per
+    // 100–400 KiB, and holding hyper's frames instead of copying them made it allocate (and
+    // fault in) a fresh read buffer for every read. The two buffers live as long as the
+    // worker (`bufs`): allocating them per chunk cost a page fault per 4 KiB again.
+    let mut batch = bufs.pop().unwrap_or_default();
+    batch.clear();
+    batch.reserve(WRITE_BATCH);
+    let mut batch_at = start;
+    let mut spare = bufs.pop();
+    let (slice, size) = {
+        let p = lock(&dl.plan);
+        (p.slice, p.size)
+    };
+    let mut hashing = Some(SliceHashing {
+        slice,
+        size,
+        cur: None,
+    });
+    // The write in flight: its range.
+    type Written = (Vec<u8>, SliceHashing, Vec<(u64, Tth)>);
+    let mut writing: Option<(async_std::task::JoinHandle<io::Result<Written>>, u64, u64)> = None;
+    let write = |buf: Vec<u8>, at: u64, mut hs: SliceHashing| {
+        let f = dl.file.clone();
+        let digest = dl.digest.clone();
+        async_std::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&buf, at)?;
+            let mut roots = Vec::new();
+            hs.feed(at, &buf, &mut roots);
+            lock(&digest).feed(at, &buf);
+            Ok((buf, hs, roots))
+        })
+    };
+    let landed = |dl: &Dl<'_>, a: u64, b: u64, roots: Vec<(u64, Tth)>| {
+        *lock(&dl.last_bytes) = Instant::now();
+        let mut p = lock(&dl.plan);
+        p.wrote(si, a, b);
+        progress.done.store(p.done.covered_len(), Ordering::Relaxed);
+        if partial_source {
+            progress.from_partial.fetch_add(b - a, Ordering::Relaxed);
+        }
+        drop(p);
+        dl.judge(roots);
+    };
+    let received = async {
+        while pos < stop {
+            let frame = match timeout(STALL_TIMEOUT, body.frame()).await {
+                Err(_) => return Err(err(format!("{addr} stalled"))),
+                Ok(None) => break,
+                Ok(Some(f)) => f.map_err(|e| err(format!("{addr}: {e}")))?,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            dl.ctx.limit.take(data.len()).await;
+            // Only the part of the data that falls in [start, stop) is ours; parts follow
+            // each other, so a batch is one contiguous range.
+            let at = pos;
+            pos += data.len() as u64;
+            let (lo, hi) = (start.max(at), stop.min(pos));
+            if lo >= hi {
+                continue;
+            }
+            let part = &data[(lo - at) as usize..(hi - at) as usize];
+            if !batch.is_empty() && batch.len() + part.len() > WRITE_BATCH {
+                if let Some((w, a, b)) = writing.take() {
+                    let (buf, hs, roots) = w.await?;
+                    spare = Some(buf);
+                    hashing = Some(hs);
+                    landed(dl, a, b, roots);
+                }
+                let mut next = spare
+                    .take()
+                    .unwrap_or_else(|| Vec::with_capacity(WRITE_BATCH));
+                next.clear();
+                let full = std::mem::replace(&mut batch, next);
+                let n = full.len() as u64;
+                let hs = hashing.take().expect("returned by the last write");
+                writing = Some((write(full, batch_at, hs), batch_at, batch_at + n));
+            }
+            if batch.is_empty() {
+                batch_at = lo;
+            }
+            batch.extend_from_slice(part);
+        }
+        Ok(())
+    }
+    .await;
+    // Whatever happened, no write of ours is left running when this returns.
+    if let Some((w, a, b)) = writing.take() {
+        let (buf, hs, roots) = w.await?;
+        bufs.push(buf);
+        hashing = Some(hs);
+        landed(dl, a, b, roots);
+    }
+    if !batch.is_empty() {
+        let n = batch.len() as u64;
+        let hs = hashing.take().expect("returned by the last write");
+        let (buf, _, roots) = write(batch, batch_at, hs).await?;
+        landed(dl, batch_at, batch_at + n, roots);
+        batch = buf;
+    }
+    bufs.push(batch);
+    bufs.extend(spare);
+    received?;
+    if pos < stop {
+        return Err(err(format!("{addr} closed early")));
+    }
+    Ok(())
+}
+
+/// Fetches the Tiger tree `uri` offers over `sender`, checked against `root`.
+async fn fetch_tree(
+    dl: &Dl<'_>,
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    addr: SocketAddrV4,
+    uri: &str,
+    root: &Tth,
+) -> Result<HashTree, String> {
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let req = hyper::Request::get(uri)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::USER_AGENT, crate::handshake::USER_AGENT)
+        .header(hyper::header::ACCEPT, "application/dime")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() != hyper::StatusCode::OK {
+        return Err(format!("answered {}", resp.status().as_u16()));
+    }
+    let mut body = resp.into_body();
+    let mut msg = Vec::new();
+    while let Some(f) = timeout(STALL_TIMEOUT, body.frame())
+        .await
+        .map_err(|_| "stalled".to_string())?
+    {
+        let f = f.map_err(|e| e.to_string())?;
+        if let Ok(d) = f.into_data() {
+            if msg.len() + d.len() > MAX_TREE {
+                return Err("tree too large".into());
+            }
+            msg.extend_from_slice(&d);
+        }
+    }
+    crate::thex::parse_thex(&msg, dl.spec.size, root).map_err(|e| e.to_string())
+}
+
+/// One source's worker: takes ranges until the file is done or the source is given up.
+async fn worker(dl: &Dl<'_>, si: usize) {
+    let mut failures = 0u32;
+    // Write buffers, reused from chunk to chunk.
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    let mut tried_tree = false;
+    while !dl.finished() && !dl.stalled() {
+        let (src, wait) = {
+            let p = lock(&dl.plan);
+            let s = &p.sources[si];
+            if matches!(s.state, SourceState::Failed | SourceState::Bad) {
+                return;
+            }
+            (s.src.clone(), s.retry_at)
+        };
+        if let Some(at) = wait
+            && at > Instant::now()
+        {
+            async_std::task::sleep(at - Instant::now()).await;
+            continue;
+        }
+        let stream = match open(dl.ctx, &src).await {
+            Ok(s) => s,
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_SOURCE_FAILURES {
+                    info!("{}: giving up source {}: {e}", dl.spec.name, src.addr);
+                    give_up(dl, si);
+                    return;
+                }
+                debug!("{}: source {}: {e}", dl.spec.name, src.addr);
+                async_std::task::sleep(Duration::from_millis(500 * u64::from(failures))).await;
+                continue;
+            }
+        };
+        let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
+            .allow_obsolete_multiline_headers_in_responses(true)
+            .handshake(HyperIo(stream))
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                failures += 1;
+                debug!("{}: {e}", src.addr);
+                continue;
+            }
+        };
+        // The connection future runs beside the requests in this task (RUNTIME.md).
+        let conn = async {
+            let _ = conn.await;
+            futures_lite::future::pending::<()>().await;
+        };
+        let mut first = true;
+        let run = async {
+            loop {
+                if dl.finished() || dl.stalled() {
+                    return true;
+                }
+                let next = lock(&dl.plan).take(si);
+                let Some(range) = next else {
+                    // Nothing for this source now. A partial source is asked again for what
+                    // is missing (it grows); a complete one waits for a range to come back.
+                    let (partial, open) = {
+                        let p = lock(&dl.plan);
+                        (p.sources[si].partial(), p.open_chunks().first().copied())
+                    };
+                    async_std::task::sleep(PARTIAL_POLL).await;
+                    let Some(probe) = open.filter(|_| partial) else {
+                        continue;
+                    };
+                    let probe = {
+                        let mut p = lock(&dl.plan);
+                        if p.open_chunks().contains(&probe) {
+                            p.in_flight.push((probe.0, probe.1, si));
+                            probe
+                        } else {
+                            continue;
+                        }
+                    };
+                    if !handle(
+                        dl,
+                        &mut sender,
+                        si,
+                        probe,
+                        &mut first,
+                        &mut bufs,
+                        &mut failures,
+                        &mut tried_tree,
+                    )
+                    .await
+                    {
+                        return false;
+                    }
+                    continue;
+                };
+                if !handle(
+                    dl,
+                    &mut sender,
+                    si,
+                    range,
+                    &mut first,
+                    &mut bufs,
+                    &mut failures,
+                    &mut tried_tree,
+                )
+                .await
+                {
+                    return false;
+                }
+            }
+        };
+        let finished = futures_lite::future::or(run, async {
+            conn.await;
+            false
+        })
+        .await;
+        if finished {
+            return;
+        }
+        if failures >= MAX_SOURCE_FAILURES {
+            info!("{}: giving up source {}", dl.spec.name, src.addr);
+            give_up(dl, si);
+            return;
+        }
+    }
+}
+
+fn give_up(dl: &Dl<'_>, si: usize) {
+    let mut p = lock(&dl.plan);
+    let addr = p.sources[si].src.addr;
+    p.fail(si);
+    dl.publish(&p);
+    drop(p);
+    altlocs::source_failed(&dl.ctx.uploads, &dl.spec.urn, addr);
+}
+
+/// Runs one request for `range` and books its outcome. False: the connection is no longer
+/// usable (reconnect, or give up when `failures` says so).
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    dl: &Dl<'_>,
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    si: usize,
+    (a, b): (u64, u64),
+    first: &mut bool,
+    bufs: &mut Vec<Vec<u8>>,
+    failures: &mut u32,
+    tried_tree: &mut bool,
+) -> bool {
+    let fetched = fetch(dl, sender, si, (a, b), *first, bufs).await;
+    *first = false;
+    let addr = {
+        let mut p = lock(&dl.plan);
+        p.finish(si, a, b);
+        p.sources[si].src.addr
+    };
+    match fetched {
+        Fetched::Got {
+            available,
+            thex,
+            alts,
+            ..
+        } => {
+            *failures = 0;
+            {
+                let mut p = lock(&dl.plan);
+                if let Some(av) = available {
+                    p.sources[si].available = Some(av);
+                } else if p.sources[si].available.is_some() {
+                    // A 2xx without ranges: the source has the whole file now (PFSP 1.0a).
+                    p.sources[si].available = None;
+                }
+                dl.publish(&p);
+            }
+            altlocs::source_good(&dl.ctx.uploads, &dl.spec.urn, addr);
+            dl.add_alts(alts);
+            if let Err(e) = dl.save_state() {
+                warn!("{}: cannot save the download state: {e}", dl.spec.name);
+            }
+            if let Some((uri, root)) = thex
+                && !*tried_tree
+            {
+                let go = {
+                    let mut p = lock(&dl.plan);
+                    let trusted = p.tth.is_none_or(|t| t == root);
+                    let go = p.tree.is_none() && !p.tree_fetching && trusted;
+                    if go {
+                        p.tree_fetching = true;
+                    }
+                    go
+                };
+                if go {
+                    *tried_tree = true;
+                    match fetch_tree(dl, sender, addr, &uri, &root).await {
+                        Ok(tree) => {
+                            info!(
+                                "{}: Tiger tree from {addr} (depth {}); every slice is checked as it lands",
+                                dl.spec.name,
+                                tree.depth()
+                            );
+                            let tree = Arc::new(tree);
+                            let mut p = lock(&dl.plan);
+                            let verdicts = p.set_tree(tree.clone());
+                            lock(&dl.digest).tiger = None;
+                            dl.after_verdicts(&mut p, verdicts);
+                            dl.share_verified(&p);
+                        }
+                        Err(e) => {
+                            debug!("{}: no tree from {addr}: {e}", dl.spec.name);
+                            lock(&dl.plan).tree_fetching = false;
+                        }
+                    }
+                }
+            }
+            if let Err(e) = dl.verify_from_disk().await {
+                warn!("{}: cannot read back the partial file: {e}", dl.spec.name);
+            }
+            if let Err(e) = dl.catch_up().await {
+                warn!("{}: cannot read back the partial file: {e}", dl.spec.name);
+            }
+            true
+        }
+        Fetched::Unavailable(av, alts) => {
+            {
+                let mut p = lock(&dl.plan);
+                p.sources[si].available = Some(av);
+                dl.publish(&p);
+            }
+            dl.add_alts(alts);
+            true
+        }
+        Fetched::Busy(wait) => {
+            debug!("{}: {addr} is busy; asking again in {wait:?}", dl.spec.name);
+            lock(&dl.plan).wait(si, Instant::now() + wait);
+            async_std::task::sleep(wait).await;
+            lock(&dl.plan).sources[si].state = SourceState::Idle;
+            true
+        }
+        Fetched::NotNow => {
+            *failures += 1;
+            let wait = Duration::from_secs(5 * u64::from(*failures));
+            lock(&dl.plan).wait(si, Instant::now() + wait);
+            false
+        }
+        Fetched::Failed(e) => {
+            *failures += 1;
+            info!("{}: source {addr}: {e}", dl.spec.name);
+            async_std::task::sleep(Duration::from_millis(200 * u64::from(*failures))).await;
+            false
+        }
+    }
+}
+
+/// Runs worker futures, starting one for each source index `rx` brings, until all end.
+async fn run_workers(dl: &Dl<'_>, initial: Vec<usize>, rx: Receiver<usize>) {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+    type W<'b> = Pin<Box<dyn Future<Output = ()> + Send + 'b>>;
+    let mut running: Vec<W<'_>> = initial
+        .into_iter()
+        .map(|si| Box::pin(worker(dl, si)) as W<'_>)
+        .collect();
+    let next = |rx: Receiver<usize>| Box::pin(async move { (rx.recv().await.ok(), rx) });
+    let mut recv = next(rx);
+    std::future::poll_fn(|cx| {
+        while let Poll::Ready((si, rx)) = recv.as_mut().poll(cx) {
+            recv = next(rx);
+            match si {
+                Some(si) => running.push(Box::pin(worker(dl, si))),
+                None => break,
+            }
+        }
+        running.retain_mut(|w| w.as_mut().poll(cx).is_pending());
+        if running.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// Downloads `spec` into `dir`; returns the final path. Resumes from a saved state when there
+/// is one for the same file. While it runs, its verified ranges are offered to others (when
+/// the upload side shares partials), and sources learnt from the mesh join at once.
+pub async fn download(
+    ctx: &Context,
+    spec: Spec,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<PathBuf, DownloadError> {
+    std::fs::create_dir_all(dir)?;
+    let (part_path, state_path) = file_names(dir, &spec.name);
+    let mut spec = spec;
+    let mut done = RangeSet::new();
+    if let Ok(b) = std::fs::read(&state_path)
+        && let Ok(saved) = serde_json::from_slice::<State>(&b)
+        && saved.spec.urn == spec.urn
+        && saved.spec.size == spec.size
+        && part_path.exists()
+    {
+        for (a, b) in saved.done {
+            if a < b && b <= spec.size {
+                done.insert(a, b);
+            }
+        }
+        for s in saved.spec.sources {
+            if !spec.sources.contains(&s) {
+                spec.sources.push(s);
+            }
+        }
+        if spec.tth.is_none() {
+            spec.tth = saved.spec.tth;
+        }
+        info!(
+            "resuming {}: {} of {} bytes already here",
+            spec.name,
+            done.covered_len(),
+            spec.size
+        );
+    }
+    let file = Arc::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .read(true)
+            .truncate(false)
+            .open(&part_path)?,
+    );
+    file.set_len(spec.size)?;
+    progress.total.store(spec.size, Ordering::Relaxed);
+    let mut banned: Vec<SocketAddrV4> = Vec::new();
+    // Without a tree, a mismatch with several sources is followed by one source at a time, so
+    // the next mismatch names its culprit (the whole-file check is all there is).
+    let mut solo = false;
+    loop {
+        let mut sources: Vec<Source> = spec
+            .sources
+            .iter()
+            .filter(|s| !banned.contains(&s.addr))
+            .cloned()
+            .collect();
+        if solo {
+            sources.truncate(1);
+        }
+        if sources.is_empty() {
+            return Err(DownloadError::NoSource(if banned.is_empty() {
+                "no sources".into()
+            } else {
+                format!("{} sources sent bad data", banned.len())
+            }));
+        }
+        let mut plan = Plan::new(spec.size, spec.tth, done.clone(), sources.len());
+        let initial: Vec<usize> = sources
+            .iter()
+            .filter_map(|s| plan.add_source(s.clone(), false))
+            .collect();
+        progress
+            .done
+            .store(plan.done.covered_len(), Ordering::Relaxed);
+        lock_w(&ctx.uploads.partials).put(PartialFile {
+            urn: spec.urn,
+            name: spec.name.clone(),
+            size: spec.size,
+            path: part_path.clone(),
+            index: FileIndex(random_index()),
+            verified: RangeSet::new(),
+            tree: None,
+            last_write: std::time::SystemTime::now(),
+            complete: false,
+        });
+        let (tx, rx) = bounded(MAX_SOURCES);
+        let dl = Dl {
+            ctx,
+            spec: spec.clone(),
+            plan: Mutex::new(plan),
+            file: file.clone(),
+            state_path: state_path.clone(),
+            progress,
+            digest: Arc::new(Mutex::new(Digest::new(spec.tth.is_none()))),
+            spawn: tx,
+            last_bytes: Mutex::new(Instant::now()),
+        };
+        dl.publish(&lock(&dl.plan));
+        // A resumed file: check what is here as soon as a tree comes, hash it for the digest.
+        dl.catch_up().await?;
+        run_workers(&dl, initial, rx).await;
+        let (complete, why, tree, mut contributors) = {
+            let p = lock(&dl.plan);
+            let why: Vec<String> = p
+                .sources
+                .iter()
+                .filter(|s| matches!(s.state, SourceState::Failed | SourceState::Bad))
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s.src.addr,
+                        if s.state == SourceState::Bad {
+                            "sent bad data"
+                        } else {
+                            "failed"
+                        }
+                    )
+                })
+                .collect();
+            let contributors: Vec<SocketAddrV4> = p
+                .sources
+                .iter()
+                .filter(|s| s.bytes > 0)
+                .map(|s| s.src.addr)
+                .collect();
+            (p.complete(), why, p.tree.clone(), contributors)
+        };
+        if !complete || !dl.finished() {
+            lock_w(&ctx.uploads.partials).update(&spec.urn, |_| {});
+            return Err(DownloadError::NoSource(if why.is_empty() {
+                "every source stopped answering".into()
+            } else {
+                why.join("; ")
+            }));
+        }
+        dl.catch_up().await?;
+        file.sync_all()?;
+        let (urn, own_tree) = {
+            use sha1::Digest as _;
+            let mut d = lock(&dl.digest);
+            let d = std::mem::replace(&mut *d, Digest::new(false));
+            (
+                Sha1Urn(d.sha1.finalize().into()),
+                d.tiger.map(TreeHasher::finish),
+            )
+        };
+        if urn == spec.urn {
+            let dest = final_path(dir, &spec.name);
+            std::fs::rename(&part_path, &dest)?;
+            let _ = std::fs::remove_file(&state_path);
+            let tree = tree.or_else(|| own_tree.map(Arc::new));
+            lock_w(&ctx.uploads.partials).update(&spec.urn, |f| {
+                f.path = dest.clone();
+                f.verified = RangeSet::full(spec.size);
+                f.tree = tree;
+                f.complete = true;
+                f.last_write = std::time::SystemTime::now();
+            });
+            info!(
+                "downloaded {} ({} bytes), SHA-1 verified",
+                dest.display(),
+                spec.size
+            );
+            return Ok(dest);
+        }
+        lock_w(&ctx.uploads.partials).remove(&spec.urn);
+        warn!(
+            "{}: SHA-1 mismatch ({urn} instead of {}); discarding what was received",
+            spec.name, spec.urn
+        );
+        // With a tree every slice matched it: the tree itself lied, and so did its source.
+        // Without one, a source that alone delivered the whole file is judged by the result;
+        // with several, the download starts over one source at a time.
+        contributors.dedup();
+        if let [only] = contributors[..] {
+            warn!("source {only} sent bad data: dropped");
+            banned.push(only);
+            progress.bad_sources.fetch_add(1, Ordering::Relaxed);
+        }
+        spec.tth = None;
+        solo = true;
+        done = RangeSet::new();
+    }
+}
+
+/// A random file index for a partial file's hits, never 0 nor gtk-gnutella's FW-FW index
+/// 0x7FFFFFFD (SWARM.md §1.4).
+fn random_index() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    match u32::from_le_bytes(b) & 0x7FFF_FFFF {
+        0 | 0x7FFF_FFFD => 1,
+        i => i,
+    }
 }
 
 fn file_names(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -314,38 +1397,8 @@ async fn open(ctx: &Context, src: &Source) -> io::Result<TcpStream> {
     }
 }
 
-/// Parses `X-Available-Ranges: bytes a-b, c-d` (inclusive ends) into [start, end) ranges.
-pub fn parse_available(v: &str) -> Vec<(u64, u64)> {
-    let v = v.trim();
-    let v = v
-        .strip_prefix("bytes")
-        .unwrap_or(v)
-        .trim_start_matches([' ', '=']);
-    v.split(',')
-        .filter_map(|r| {
-            let (a, b) = r.trim().split_once('-')?;
-            let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-            (a <= b).then_some((a, b + 1))
-        })
-        .collect()
-}
-
-/// Why a chunk did not come.
-enum FetchError {
-    /// The source has only these ranges (a partial source, PROTOCOL.md §8: 416 or 503 with
-    /// `X-Available-Ranges`); try it with a chunk it has.
-    Unavailable(Vec<(u64, u64)>),
-    Failed(io::Error),
-}
-
-impl From<io::Error> for FetchError {
-    fn from(e: io::Error) -> Self {
-        FetchError::Failed(e)
-    }
-}
-
-/// `bytes FROM-TO/TOTAL` → (FROM, TOTAL).
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+/// `bytes FROM-TO/TOTAL` → (FROM, TO, TOTAL).
+fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
     let (from, to) = range.split_once('-')?;
@@ -354,472 +1407,7 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
         to.trim().parse::<u64>().ok()?,
         total.trim().parse::<u64>().ok()?,
     );
-    (from <= to && to < total).then_some((from, total))
-}
-
-/// Writes `buf` at `at` off the async threads; hands the buffer back for reuse.
-fn write_at(
-    file: &Arc<std::fs::File>,
-    buf: Vec<u8>,
-    at: u64,
-) -> async_std::task::JoinHandle<io::Result<Vec<u8>>> {
-    let f = file.clone();
-    async_std::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(&buf, at).map(|()| buf)
-    })
-}
-
-/// Fetches [start, end) of the file from an open connection, writing into `file`.
-async fn fetch(
-    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    spec: &Spec,
-    src: &Source,
-    (start, end): (u64, u64),
-    file: &Arc<std::fs::File>,
-    progress: &Progress,
-    bufs: &mut Vec<Vec<u8>>,
-) -> Result<Option<Vec<(u64, u64)>>, FetchError> {
-    let err = |m: String| FetchError::Failed(io::Error::other(m));
-    sender
-        .ready()
-        .await
-        .map_err(|e| err(format!("{}: {e}", src.addr)))?;
-    let req = hyper::Request::get(format!("/uri-res/N2R?{}", spec.urn))
-        .header(hyper::header::HOST, src.addr.to_string())
-        .header(hyper::header::USER_AGENT, crate::handshake::USER_AGENT)
-        .header(hyper::header::RANGE, format!("bytes={start}-{}", end - 1))
-        .header("X-Gnutella-Content-URN", spec.urn.to_string())
-        .body(Empty::new())
-        .map_err(|e| err(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| err(format!("{}: {e}", src.addr)))?;
-    let status = resp.status();
-    let available = resp
-        .headers()
-        .get("X-Available-Ranges")
-        .and_then(|v| v.to_str().ok())
-        .map(parse_available);
-    let offset = match status.as_u16() {
-        // Trust the range the source says it sends, not the one we asked for: a source that
-        // answers another range would otherwise put its bytes at the wrong offsets.
-        206 => match resp
-            .headers()
-            .get(hyper::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_content_range)
-        {
-            Some((from, total)) if from <= start && total == spec.size => from,
-            Some(_) => {
-                return Err(err(format!(
-                    "{} sent a range other than the one asked for",
-                    src.addr
-                )));
-            }
-            None => {
-                return Err(err(format!(
-                    "{} answered 206 without a valid Content-Range",
-                    src.addr
-                )));
-            }
-        },
-        // A whole-file answer to a range request: skip to our part.
-        200 => 0,
-        416 | 503 if available.as_ref().is_some_and(|a| !a.is_empty()) => {
-            return Err(FetchError::Unavailable(available.unwrap_or_default()));
-        }
-        code => return Err(err(format!("{} answered {code}", src.addr))),
-    };
-    if let Some(u) = resp.headers().get("X-Gnutella-Content-URN")
-        && let Ok(u) = u.to_str()
-        && u.parse::<Sha1Urn>().is_ok_and(|u| u != spec.urn)
-    {
-        return Err(err(format!("{} serves another file", src.addr)));
-    }
-    let mut body = resp.into_body();
-    let mut pos = offset;
-    // Frames are copied into a batch of up to WRITE_BATCH bytes, written by one blocking
-    // task while the next batch fills: a blocking task per frame cost a thread hand-off per
-    // 100–400 KiB, and holding hyper's frames instead of copying them made it allocate (and
-    // fault in) a fresh read buffer for every read. The two buffers live as long as the
-    // worker (`bufs`): allocating them per chunk cost a page fault per 4 KiB again.
-    let mut batch = bufs.pop().unwrap_or_default();
-    batch.clear();
-    batch.reserve(WRITE_BATCH);
-    let mut batch_at = start;
-    let mut spare = bufs.pop();
-    // The write in flight and its length.
-    let mut writing: Option<(async_std::task::JoinHandle<io::Result<Vec<u8>>>, u64)> = None;
-    let received = async {
-        while pos < end {
-            let frame = match timeout(STALL_TIMEOUT, body.frame()).await {
-                Err(_) => return Err(err(format!("{} stalled", src.addr))),
-                Ok(None) => break,
-                Ok(Some(f)) => f.map_err(|e| err(format!("{}: {e}", src.addr)))?,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            // Only the part of the data that falls in [start, end) is ours; parts follow each
-            // other, so a batch is one contiguous range.
-            let at = pos;
-            pos += data.len() as u64;
-            let (lo, hi) = (start.max(at), end.min(pos));
-            if lo >= hi {
-                continue;
-            }
-            let part = &data[(lo - at) as usize..(hi - at) as usize];
-            if !batch.is_empty() && batch.len() + part.len() > WRITE_BATCH {
-                if let Some((w, n)) = writing.take() {
-                    spare = Some(w.await?);
-                    progress.done.fetch_add(n, Ordering::Relaxed);
-                }
-                let mut next = spare
-                    .take()
-                    .unwrap_or_else(|| Vec::with_capacity(WRITE_BATCH));
-                next.clear();
-                let full = std::mem::replace(&mut batch, next);
-                let n = full.len() as u64;
-                writing = Some((write_at(file, full, batch_at), n));
-            }
-            if batch.is_empty() {
-                batch_at = lo;
-            }
-            batch.extend_from_slice(part);
-        }
-        Ok(())
-    }
-    .await;
-    // Whatever happened, no write of ours is left running when this returns.
-    if let Some((w, n)) = writing.take() {
-        bufs.push(w.await?);
-        progress.done.fetch_add(n, Ordering::Relaxed);
-    }
-    received?;
-    if !batch.is_empty() {
-        let n = batch.len() as u64;
-        batch = write_at(file, batch, batch_at).await?;
-        progress.done.fetch_add(n, Ordering::Relaxed);
-    }
-    bufs.push(batch);
-    bufs.extend(spare);
-    if pos < end {
-        return Err(err(format!("{} closed early", src.addr)));
-    }
-    Ok(available)
-}
-
-/// Who does what: the chunks left, the saved state, which source delivered each chunk, the
-/// chunks in flight, and what partial sources said they have (absent: the whole file).
-struct Plan {
-    todo: Vec<(u64, u64)>,
-    state: State,
-    by_chunk: HashMap<(u64, u64), usize>,
-    in_flight: usize,
-    available: HashMap<usize, Vec<(u64, u64)>>,
-    sources: usize,
-}
-
-fn covers(ranges: &[(u64, u64)], (a, b): (u64, u64)) -> bool {
-    ranges.iter().any(|&(x, y)| x <= a && b <= y)
-}
-
-impl Plan {
-    fn has(&self, si: usize, c: (u64, u64)) -> bool {
-        self.available.get(&si).is_none_or(|r| covers(r, c))
-    }
-
-    /// The next chunk for source `si`: one it has, held by the fewest sources (rarest first),
-    /// earliest among equals.
-    fn take(&mut self, si: usize) -> Option<(u64, u64)> {
-        let pick = (0..self.todo.len())
-            .filter(|&i| self.has(si, self.todo[i]))
-            .min_by_key(|&i| {
-                let c = self.todo[i];
-                let holders = (0..self.sources).filter(|&s| self.has(s, c)).count();
-                (holders, c.0)
-            })?;
-        self.in_flight += 1;
-        Some(self.todo.remove(pick))
-    }
-}
-
-type Work = Arc<Mutex<Plan>>;
-
-fn plan(work: &Work) -> std::sync::MutexGuard<'_, Plan> {
-    work.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One source's worker: takes chunks until none are left or the source fails too often.
-#[allow(clippy::too_many_arguments)]
-async fn worker(
-    ctx: &Context,
-    spec: &Spec,
-    si: usize,
-    src: Source,
-    work: Work,
-    file: Arc<std::fs::File>,
-    state_path: PathBuf,
-    progress: &Progress,
-) -> Result<(), String> {
-    let mut failures = 0;
-    // Write buffers, reused from chunk to chunk.
-    let mut bufs: Vec<Vec<u8>> = Vec::new();
-    'connect: loop {
-        if failures >= MAX_SOURCE_FAILURES {
-            return Err(format!("{} failed {failures} times", src.addr));
-        }
-        let stream = match open(ctx, &src).await {
-            Ok(s) => s,
-            Err(e) => {
-                failures += 1;
-                if failures >= MAX_SOURCE_FAILURES {
-                    return Err(e.to_string());
-                }
-                async_std::task::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-                continue;
-            }
-        };
-        let (mut sender, conn) = match hyper::client::conn::http1::handshake(HyperIo(stream)).await
-        {
-            Ok(x) => x,
-            Err(e) => {
-                failures += 1;
-                debug!("{}: {e}", src.addr);
-                continue;
-            }
-        };
-        // The connection future runs beside the requests in this task (RUNTIME.md).
-        let conn = async {
-            let _ = conn.await;
-            futures_lite::future::pending::<()>().await;
-        };
-        let run = async {
-            loop {
-                let chunk = loop {
-                    let (next, busy, left) = {
-                        let mut p = plan(&work);
-                        (p.take(si), p.in_flight, p.todo.len())
-                    };
-                    match next {
-                        Some(c) => break c,
-                        // Nothing left and nothing in flight: done.
-                        None if busy == 0 && left == 0 => return Ok::<bool, io::Error>(true),
-                        // What is left, this source does not have, and nobody else is working
-                        // on anything that could change that.
-                        None if busy == 0 => {
-                            return Err(io::Error::other(format!(
-                                "{} has none of the {left} missing chunks",
-                                src.addr
-                            )));
-                        }
-                        // Another source may still hand its chunk back.
-                        None => async_std::task::sleep(Duration::from_millis(20)).await,
-                    }
-                };
-                let fetched =
-                    fetch(&mut sender, spec, &src, chunk, &file, progress, &mut bufs).await;
-                let mut p = plan(&work);
-                p.in_flight -= 1;
-                match fetched {
-                    Ok(avail) => {
-                        if let Some(a) = avail {
-                            p.available.insert(si, a);
-                        }
-                        add_range(&mut p.state.done, chunk);
-                        p.by_chunk.insert(chunk, si);
-                        let json = serde_json::to_vec(&p.state).map_err(io::Error::other)?;
-                        drop(p);
-                        store::write_atomic(&state_path, &json)?;
-                    }
-                    Err(FetchError::Unavailable(a)) => {
-                        debug!("{} has only {a:?}", src.addr);
-                        p.available.insert(si, a);
-                        p.todo.push(chunk);
-                    }
-                    Err(FetchError::Failed(e)) => {
-                        p.todo.push(chunk);
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        let result = futures_lite::future::or(run, async {
-            conn.await;
-            Ok(false)
-        })
-        .await;
-        match result {
-            Ok(true) => return Ok(()),
-            Ok(false) => continue 'connect,
-            Err(e) => {
-                failures += 1;
-                info!("source {} failed: {e}", src.addr);
-                async_std::task::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-            }
-        }
-    }
-}
-
-/// Downloads `spec` into `dir`; returns the final path. Resumes from a saved state when there
-/// is one for the same file.
-pub async fn download(
-    ctx: &Context,
-    spec: Spec,
-    dir: &Path,
-    progress: &Progress,
-) -> Result<PathBuf, DownloadError> {
-    std::fs::create_dir_all(dir)?;
-    let (part_path, state_path) = file_names(dir, &spec.name);
-    let mut state = State {
-        spec: spec.clone(),
-        done: Vec::new(),
-    };
-    if let Ok(b) = std::fs::read(&state_path)
-        && let Ok(saved) = serde_json::from_slice::<State>(&b)
-        && saved.spec.urn == spec.urn
-        && saved.spec.size == spec.size
-        && part_path.exists()
-    {
-        state.done = saved.done;
-        for s in saved.spec.sources {
-            if !state.spec.sources.contains(&s) {
-                state.spec.sources.push(s);
-            }
-        }
-        let have: u64 = state.done.iter().map(|(a, b)| b - a).sum();
-        info!(
-            "resuming {}: {have} of {} bytes already here",
-            spec.name, spec.size
-        );
-    }
-    let file = Arc::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&part_path)?,
-    );
-    file.set_len(spec.size)?;
-    let mut banned: Vec<Source> = Vec::new();
-    // After a mismatch with several sources, go on one source at a time, so the next
-    // mismatch names its culprit.
-    let mut solo = false;
-    loop {
-        let mut sources: Vec<Source> = state
-            .spec
-            .sources
-            .iter()
-            .filter(|s| !banned.contains(s))
-            .cloned()
-            .collect();
-        if solo {
-            sources.truncate(1);
-        }
-        if sources.is_empty() {
-            return Err(DownloadError::NoSource(if banned.is_empty() {
-                "no sources".into()
-            } else {
-                format!("{} sources sent bad data", banned.len())
-            }));
-        }
-        let chunk = (spec.size / (sources.len() as u64 * 4)).clamp(MIN_CHUNK, MAX_CHUNK);
-        let todo = missing(&state.done, spec.size, chunk);
-        let have: u64 = state.done.iter().map(|(a, b)| b - a).sum();
-        progress.total.store(spec.size, Ordering::Relaxed);
-        progress.done.store(have, Ordering::Relaxed);
-        progress
-            .sources
-            .store(sources.len() as u64, Ordering::Relaxed);
-        let work: Work = Arc::new(Mutex::new(Plan {
-            todo,
-            state: state.clone(),
-            by_chunk: HashMap::new(),
-            in_flight: 0,
-            available: HashMap::new(),
-            sources: sources.len(),
-        }));
-        let mut tasks = Vec::new();
-        for (si, src) in sources.iter().enumerate() {
-            tasks.push(worker(
-                ctx,
-                &spec,
-                si,
-                src.clone(),
-                work.clone(),
-                file.clone(),
-                state_path.clone(),
-                progress,
-            ));
-        }
-        let outcomes = join_all(tasks).await;
-        let (by_chunk, left) = {
-            let p = plan(&work);
-            state = p.state.clone();
-            (p.by_chunk.clone(), p.todo.len())
-        };
-        if left > 0 || !missing(&state.done, spec.size, u64::MAX).is_empty() {
-            let why: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
-            return Err(DownloadError::NoSource(why.join("; ")));
-        }
-        file.sync_all()?;
-        let path = part_path.clone();
-        let urn = async_std::task::spawn_blocking(move || crate::share::hash_file(&path)).await?;
-        if urn == spec.urn {
-            let dest = final_path(dir, &spec.name);
-            std::fs::rename(&part_path, &dest)?;
-            let _ = std::fs::remove_file(&state_path);
-            info!(
-                "downloaded {} ({} bytes), SHA-1 verified",
-                dest.display(),
-                spec.size
-            );
-            return Ok(dest);
-        }
-        // The bytes are wrong. Without per-chunk hashes the culprit is found by elimination:
-        // a source that alone delivered the whole file is judged by the result; with several,
-        // the download starts over one source at a time.
-        let mut contributors: Vec<usize> = by_chunk.values().copied().collect();
-        contributors.sort_unstable();
-        contributors.dedup();
-        warn!(
-            "{}: SHA-1 mismatch ({urn} instead of {}); discarding what was received",
-            spec.name, spec.urn
-        );
-        if let [only] = contributors[..] {
-            let bad = sources[only].clone();
-            warn!("source {} sent bad data: dropped", bad.addr);
-            banned.push(bad);
-            progress.bad_sources.fetch_add(1, Ordering::Relaxed);
-        }
-        solo = true;
-        state.done.clear();
-    }
-}
-
-async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => all = false,
-                }
-            }
-        }
-        if all {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("all ready")).collect()
+    (from <= to && to < total).then_some((from, to, total))
 }
 
 /// Writes `GIV` for tests and tools that play a pushed servent.
@@ -834,10 +1422,10 @@ mod tests {
 
     #[test]
     fn content_ranges_parse_and_nonsense_is_refused() {
-        assert_eq!(parse_content_range("bytes 0-99/100"), Some((0, 100)));
+        assert_eq!(parse_content_range("bytes 0-99/100"), Some((0, 99, 100)));
         assert_eq!(
             parse_content_range("bytes 1048576-2097151/5000000"),
-            Some((1048576, 5000000))
+            Some((1048576, 2097151, 5000000))
         );
         assert_eq!(parse_content_range("bytes 5-4/100"), None);
         assert_eq!(parse_content_range("bytes 0-100/100"), None);
@@ -862,52 +1450,28 @@ mod tests {
     }
 
     #[test]
-    fn available_ranges_parse_and_rarest_chunks_go_first() {
-        assert_eq!(
-            parse_available("bytes 0-99, 200-299"),
-            vec![(0, 100), (200, 300)]
-        );
-        assert_eq!(parse_available("bytes=5-5"), vec![(5, 6)]);
-        assert_eq!(parse_available("bytes 9-1, x"), vec![]);
-        let mut p = Plan {
-            todo: vec![(0, 100), (100, 200), (200, 300)],
-            state: State {
-                spec: Spec {
-                    urn: Sha1Urn([0; 20]),
-                    size: 300,
-                    name: "x".into(),
-                    sources: vec![],
-                },
-                done: vec![],
-            },
-            by_chunk: HashMap::new(),
-            in_flight: 0,
-            available: HashMap::from([(1, vec![(0, 100), (200, 300)])]),
-            sources: 2,
+    fn slice_roots_come_from_whole_slices_only() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut h = SliceHashing {
+            slice: 128 * 1024,
+            size: data.len() as u64,
+            cur: None,
         };
-        // Source 0 has everything: (100, 200) is the only chunk source 1 lacks, so it is the
-        // rarest and goes first.
-        assert_eq!(p.take(0), Some((100, 200)));
-        // Source 1 only gets chunks it has.
-        assert_eq!(p.take(1), Some((0, 100)));
-        assert_eq!(p.take(1), Some((200, 300)));
-        assert_eq!(p.take(1), None);
-        assert_eq!(p.in_flight, 3);
-    }
-
-    #[test]
-    fn ranges_merge_and_gaps_are_cut_into_chunks() {
-        let mut d = Vec::new();
-        add_range(&mut d, (10, 20));
-        add_range(&mut d, (0, 5));
-        add_range(&mut d, (5, 10));
-        add_range(&mut d, (30, 40));
-        assert_eq!(d, vec![(0, 20), (30, 40)]);
+        let mut roots = Vec::new();
+        // Starts inside slice 0: only slices 1 and 2 (the short last one) can be judged.
+        let from = 1000;
+        for piece in data[from..].chunks(7777) {
+            let at = (piece.as_ptr() as usize - data.as_ptr() as usize) as u64;
+            h.feed(at, piece, &mut roots);
+        }
+        let s = 128 * 1024;
         assert_eq!(
-            missing(&d, 50, 4),
-            vec![(20, 24), (24, 28), (28, 30), (40, 44), (44, 48), (48, 50)]
+            roots,
+            vec![
+                (1, crate::thex::slice_root(&data[s..2 * s])),
+                (2, crate::thex::slice_root(&data[2 * s..])),
+            ]
         );
-        assert_eq!(missing(&[], 0, 4), vec![]);
     }
 
     #[test]

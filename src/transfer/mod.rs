@@ -1,5 +1,8 @@
 //! File transfer over HTTP (PROTOCOL.md §8): the upload server, and downloads with Push for
 //! firewalled sources.
 
+pub mod altlocs;
 pub mod download;
+pub mod limit;
+pub mod plan;
 pub mod upload;

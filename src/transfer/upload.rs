@@ -9,8 +9,8 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddrV4;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,8 +22,15 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use log::{debug, info};
 
+use super::altlocs as mesh;
+use super::limit::Limiter;
 use crate::net::hyper_io::{AsyncIoTimer, HyperIo};
+use crate::share::partial::{PartialFile, Partials};
+use crate::share::trees::TreeStore;
 use crate::share::{Library, SharedFile};
+use crate::swarm::mesh::Mesh;
+use crate::swarm::ranges::RangeSet;
+use crate::thex::Tth;
 use crate::wire::{FileIndex, Sha1Urn};
 
 /// Bytes read from disk per body chunk (one blocking task each). RUNTIME.md measured 64 KiB
@@ -34,8 +41,10 @@ pub const CHUNK: usize = 1024 * 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first request line may need mending (raw spaces); it is read up to this long.
 const MAX_REQUEST_LINE: usize = 8 * 1024;
-/// Retry hint when every slot is taken.
-const RETRY_AFTER_SECS: u32 = 60;
+/// Retry hint when every slot is taken. Slots are held per request, so one frees every few
+/// seconds; a swarm's downloaders retry a busy peer soon rather than idle for a minute. (PARQ
+/// queueing, with positions, replaces this guess.)
+const RETRY_AFTER_SECS: u32 = 5;
 
 pub type Body = BoxBody<Bytes, io::Error>;
 
@@ -94,10 +103,23 @@ impl Drop for Slot {
 /// What the upload side needs to know and counts.
 pub struct Uploads {
     pub library: Arc<RwLock<Library>>,
+    /// Files downloading (their verified ranges) and the ones finished this run.
+    pub partials: Arc<RwLock<Partials>>,
+    /// Offer the verified ranges of files still downloading (`share_partial`).
+    pub share_partial: AtomicBool,
     pub slots: Arc<Slots>,
+    /// All uploads together go through this limit (`upload_limit`).
+    pub limit: Arc<Limiter>,
+    /// Alternate locations of the files we serve and download (the download mesh).
+    pub mesh: Arc<Mutex<Mesh<Sha1Urn>>>,
+    /// Our own addresses, never handed out as alt-locs for ourselves.
+    pub me: RwLock<Vec<SocketAddrV4>>,
+    pub trees: Option<TreeStore>,
     /// Uploads finished (whole requested range sent); once non-zero, hits say so.
     pub completed: Arc<AtomicU64>,
     pub bytes_sent: Arc<AtomicU64>,
+    /// Of `bytes_sent`, the bytes sent from files we were still downloading.
+    pub partial_bytes_sent: Arc<AtomicU64>,
     /// Uploads in progress and the last ones finished, for status displays.
     pub tracker: Arc<Tracker>,
 }
@@ -106,11 +128,37 @@ impl Uploads {
     pub fn new(library: Arc<RwLock<Library>>, max_slots: usize) -> Arc<Self> {
         Arc::new(Uploads {
             library,
+            partials: Arc::new(RwLock::new(Partials::default())),
+            share_partial: AtomicBool::new(true),
             slots: Slots::new(max_slots),
+            limit: Arc::new(Limiter::new(0)),
+            mesh: Arc::new(Mutex::new(Mesh::new())),
+            me: RwLock::new(Vec::new()),
+            trees: None,
             completed: Arc::new(AtomicU64::new(0)),
             bytes_sent: Arc::new(AtomicU64::new(0)),
+            partial_bytes_sent: Arc::new(AtomicU64::new(0)),
             tracker: Arc::new(Tracker::default()),
         })
+    }
+
+    /// As [`Uploads::new`], with trees kept in `data_dir` and the given limits.
+    pub fn with(
+        library: Arc<RwLock<Library>>,
+        max_slots: usize,
+        data_dir: &std::path::Path,
+        share_partial: bool,
+        limit: u64,
+    ) -> Arc<Self> {
+        let mut u = Arc::into_inner(Self::new(library, max_slots)).expect("just made");
+        u.trees = Some(TreeStore::new(data_dir));
+        u.share_partial = AtomicBool::new(share_partial);
+        u.limit = Arc::new(Limiter::new(limit));
+        Arc::new(u)
+    }
+
+    pub fn shares_partials(&self) -> bool {
+        self.share_partial.load(Ordering::Relaxed)
     }
 }
 
@@ -336,9 +384,11 @@ where
     }
     mend_request_line(&mut head);
     let io = HyperIo(Rewind::new(head, stream));
+    let conn_state = Arc::new(ConnState::default());
     let service = hyper::service::service_fn(move |req| {
         let uploads = uploads.clone();
-        async move { Ok::<_, Infallible>(respond(&uploads, req, peer).await) }
+        let conn_state = conn_state.clone();
+        async move { Ok::<_, Infallible>(respond(&uploads, req, peer, &conn_state).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(AsyncIoTimer)
@@ -416,20 +466,84 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A file as the upload side serves it: a shared one, or one we are downloading (or finished
+/// this run).
+#[derive(Debug, Clone)]
+struct Served {
+    path: std::path::PathBuf,
+    name: String,
+    size: u64,
+    sha1: Sha1Urn,
+    tth: Option<Tth>,
+    mtime: std::time::SystemTime,
+    /// `Some`: still downloading, only these verified ranges can be served.
+    partial: Option<RangeSet>,
+}
+
+impl Served {
+    fn shared(f: &SharedFile) -> Self {
+        Served {
+            path: f.path.clone(),
+            name: f.name.clone(),
+            size: f.size,
+            sha1: f.sha1,
+            tth: f.tth,
+            mtime: std::time::UNIX_EPOCH + Duration::from_secs(f.mtime),
+            partial: None,
+        }
+    }
+
+    fn from_partial(p: &PartialFile) -> Self {
+        Served {
+            path: p.path.clone(),
+            name: p.name.clone(),
+            size: p.size,
+            sha1: p.urn,
+            tth: p.tth(),
+            mtime: p.last_write,
+            partial: (!p.complete).then(|| p.verified.clone()),
+        }
+    }
+}
+
 /// Why a request names no shared file.
 enum Lookup {
-    Found(SharedFile),
+    Found(Served),
     NotFound(&'static str),
 }
 
-fn lookup(lib: &Library, req: &Request<Incoming>) -> Lookup {
+/// The file a `/uri-res/` query names: `urn:sha1:…` or `urn:bitprint:…` (its SHA-1 half).
+fn urn_of_query(q: Option<&str>) -> Option<Sha1Urn> {
+    let q = q?;
+    q.parse::<Sha1Urn>()
+        .ok()
+        .or_else(|| crate::thex::parse_bitprint(q).ok().map(|(s, _)| Sha1Urn(s)))
+}
+
+/// The file `urn` names: a shared file first, then a download's verified ranges (when we
+/// share partials) or a download finished this run.
+fn by_urn(up: &Uploads, urn: &Sha1Urn) -> Option<Served> {
+    if let Some(f) = up
+        .library
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .by_urn(urn)
+    {
+        return Some(Served::shared(f));
+    }
+    let partials = up.partials.read().unwrap_or_else(|e| e.into_inner());
+    let p = partials.offered(urn)?;
+    (p.complete || up.shares_partials()).then(|| Served::from_partial(p))
+}
+
+fn lookup(up: &Uploads, req: &Request<Incoming>) -> Lookup {
     let path = req.uri().path();
     if path == "/uri-res/N2R" {
-        let Some(urn) = req.uri().query().and_then(|q| q.parse::<Sha1Urn>().ok()) else {
+        let Some(urn) = urn_of_query(req.uri().query()) else {
             return Lookup::NotFound("Malformed URN");
         };
-        return match lib.by_urn(&urn) {
-            Some(f) => Lookup::Found(f.clone()),
+        return match by_urn(up, &urn) {
+            Some(f) => Lookup::Found(f),
             None => Lookup::NotFound("Not Found"),
         };
     }
@@ -442,6 +556,7 @@ fn lookup(lib: &Library, req: &Request<Incoming>) -> Lookup {
     let (Ok(index), Some(name)) = (index.parse::<u32>(), percent_decode(name)) else {
         return Lookup::NotFound("Not Found");
     };
+    let lib = up.library.read().unwrap_or_else(|e| e.into_inner());
     let Some(f) = lib.by_index(FileIndex(index)) else {
         return Lookup::NotFound("Not Found");
     };
@@ -455,7 +570,7 @@ fn lookup(lib: &Library, req: &Request<Incoming>) -> Lookup {
     {
         return Lookup::NotFound("URN mismatch");
     }
-    Lookup::Found(f.clone())
+    Lookup::Found(Served::shared(f))
 }
 
 fn status(code: StatusCode, reason: &'static str) -> Response<Body> {
@@ -472,33 +587,60 @@ fn server_header() -> HeaderValue {
     HeaderValue::from_static(crate::handshake::USER_AGENT)
 }
 
-async fn respond(up: &Uploads, req: Request<Incoming>, peer: SocketAddrV4) -> Response<Body> {
-    let mut resp = respond_inner(up, &req, peer).await;
+/// What one HTTP connection remembers between its requests.
+#[derive(Default)]
+struct ConnState {
+    /// `X-Thex-URI` goes on the first reply of a connection only, as gtk-gnutella sends it.
+    thex_sent: std::sync::atomic::AtomicBool,
+}
+
+async fn respond(
+    up: &Uploads,
+    req: Request<Incoming>,
+    peer: SocketAddrV4,
+    conn: &ConnState,
+) -> Response<Body> {
+    let mut resp = respond_inner(up, &req, peer, conn).await;
     resp.headers_mut().insert(header::SERVER, server_header());
     resp
+}
+
+fn insert(h: &mut hyper::HeaderMap, name: &'static str, v: &str) {
+    if let Ok(v) = HeaderValue::from_str(v) {
+        h.insert(name, v);
+    }
+}
+
+/// `Retry-After` for a range not available yet: half the time since the file last grew,
+/// capped at a day, and none when it grew in the last minute (gtk-gnutella
+/// `upload_retry_after`, SWARM.md §1.2).
+fn not_yet_retry(last_write: std::time::SystemTime) -> Option<u64> {
+    let age = last_write.elapsed().ok()?.as_secs();
+    (age >= 60).then(|| (age / 2).min(86_400))
 }
 
 async fn respond_inner(
     up: &Uploads,
     req: &Request<Incoming>,
     peer: SocketAddrV4,
+    conn: &ConnState,
 ) -> Response<Body> {
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
         _ => return status(StatusCode::NOT_IMPLEMENTED, "Method not implemented"),
     };
-    let found = {
-        let lib = up.library.read().unwrap_or_else(|e| e.into_inner());
-        lookup(&lib, req)
-    };
-    let file = match found {
+    if req.uri().path() == "/uri-res/N2X" {
+        return thex_reply(up, req, peer, head);
+    }
+    let file = match lookup(up, req) {
         Lookup::Found(f) => f,
         Lookup::NotFound(why) => {
             debug!("{peer} asked for {}: {why}", req.uri());
             return status(StatusCode::NOT_FOUND, why);
         }
     };
+    let downloader = mesh::learn(up, req, peer, &file.sha1);
     let size = file.size;
     let range = req
         .headers()
@@ -512,12 +654,36 @@ async fn respond_inner(
             Some(s) => Some(s),
             None => {
                 let mut resp = status(StatusCode::RANGE_NOT_SATISFIABLE, "Range not satisfiable");
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
+                insert(
+                    resp.headers_mut(),
+                    "Content-Range",
+                    &format!("bytes */{size}"),
+                );
                 return resp;
             }
         },
+    };
+    // A file still downloading: the start must lie in a verified range, and the answer ends
+    // where that range ends (gtk-gnutella `file_info_restrict_range`, SWARM.md §1.2).
+    let span = match (&file.partial, span) {
+        (Some(have), Some((a, b))) => match have.iter().find(|r| r.contains(&a)) {
+            Some(r) => Some((a, b.min(r.end - 1))),
+            None => {
+                let mut resp = status(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "Requested range not available yet",
+                );
+                let h = resp.headers_mut();
+                insert(h, "X-Gnutella-Content-URN", &file.sha1.to_string());
+                insert(h, "X-Available-Ranges", &have.format_available());
+                if let Some(r) = not_yet_retry(file.mtime) {
+                    h.insert(header::RETRY_AFTER, HeaderValue::from(r));
+                }
+                mesh::reply_headers(up, h, &file.sha1, file.partial.is_some(), peer, downloader);
+                return resp;
+            }
+        },
+        (_, s) => s,
     };
     let slot = if head {
         None
@@ -526,14 +692,23 @@ async fn respond_inner(
             Some(s) => Some(s),
             None => {
                 let mut resp = status(StatusCode::SERVICE_UNAVAILABLE, "Busy");
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                let h = resp.headers_mut();
+                h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                if let Some(have) = &file.partial {
+                    // On a 503 only the count: by the retry, ranges would be stale (SWARM.md
+                    // §1.3).
+                    insert(h, "X-Available", &format!("bytes {}", have.covered_len()));
+                }
                 return resp;
             }
         }
     };
     let (code, (start, len)) = match (range, span) {
         (Some(_), Some((a, b))) => (StatusCode::PARTIAL_CONTENT, (a, b - a + 1)),
+        // A partial file is always answered with its range, so the downloader sees it is one.
+        (None, Some((a, b))) if file.partial.is_some() => {
+            (StatusCode::PARTIAL_CONTENT, (a, b - a + 1))
+        }
         (_, Some((a, b))) => (StatusCode::OK, (a, b - a + 1)),
         (_, None) => (StatusCode::OK, (0, 0)),
     };
@@ -549,9 +724,15 @@ async fn respond_inner(
         }
     };
     if !head {
-        info!(
-            "uploading {} to {peer} ({} bytes from {start})",
-            file.name, len
+        debug!(
+            "uploading {} to {peer} ({} bytes from {start}{})",
+            file.name,
+            len,
+            if file.partial.is_some() {
+                ", partial file"
+            } else {
+                ""
+            }
         );
     }
     let mut resp = Response::new(body);
@@ -559,20 +740,30 @@ async fn respond_inner(
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if code == StatusCode::PARTIAL_CONTENT
-        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
-    {
-        h.insert(header::CONTENT_RANGE, v);
+    if code == StatusCode::PARTIAL_CONTENT {
+        insert(
+            h,
+            "Content-Range",
+            &format!("bytes {start}-{}/{size}", start + len - 1),
+        );
     }
     let mime = mime_guess::from_path(&file.name).first_or_octet_stream();
-    if let Ok(v) = HeaderValue::from_str(mime.essence_str()) {
-        h.insert(header::CONTENT_TYPE, v);
+    insert(h, "Content-Type", mime.essence_str());
+    insert(h, "X-Gnutella-Content-URN", &file.sha1.to_string());
+    if let Some(have) = &file.partial {
+        insert(h, "X-Available-Ranges", &have.format_available());
     }
-    if let Ok(v) = HeaderValue::from_str(&file.sha1.to_string()) {
-        h.insert("X-Gnutella-Content-URN", v);
+    if let Some(tth) = file.tth
+        && !conn.thex_sent.swap(true, Ordering::Relaxed)
+    {
+        insert(
+            h,
+            "X-Thex-URI",
+            &crate::thex::thex_uri(&file.sha1.base32(), &tth),
+        );
     }
-    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(file.mtime);
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime)) {
+    mesh::reply_headers(up, h, &file.sha1, file.partial.is_some(), peer, downloader);
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(file.mtime)) {
         h.insert(header::LAST_MODIFIED, v);
     }
     // RFC 6266: an ASCII fallback and the UTF-8 name, percent-encoded.
@@ -598,18 +789,74 @@ async fn respond_inner(
             }
         })
         .collect();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
-    )) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
+    insert(
+        h,
+        "Content-Disposition",
+        &format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"),
+    );
     resp
 }
 
-/// The file's bytes `start..start+len`, read in [`CHUNK`] steps off the async threads. The slot
-/// is held until the body is dropped (sent or abandoned).
+/// `/uri-res/N2X?urn:sha1:…`: the file's Tiger tree as a THEX DIME message, `200` with its
+/// length, never in ranges (SWARM.md §3.4). Like gtk-gnutella, only for complete files: a
+/// partial file's tree is not ours to vouch for.
+fn thex_reply(
+    up: &Uploads,
+    req: &Request<Incoming>,
+    peer: SocketAddrV4,
+    head: bool,
+) -> Response<Body> {
+    let Some(urn) = urn_of_query(req.uri().query()) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "Malformed URN in /uri-res/N2X request",
+        );
+    };
+    let tree = match by_urn(up, &urn) {
+        Some(f) if f.partial.is_none() => {
+            let tree = f.tth.and_then(|t| {
+                let from_partial = up
+                    .partials
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&urn)
+                    .and_then(|p| p.tree.clone());
+                from_partial
+                    .map(|a| (*a).clone())
+                    .or_else(|| up.trees.as_ref()?.load(&t))
+            });
+            match tree {
+                Some(t) if t.size() == f.size => t,
+                _ => return status(StatusCode::NOT_FOUND, "No tree for this file"),
+            }
+        }
+        _ => return status(StatusCode::NOT_FOUND, "Not Found"),
+    };
+    let msg = crate::thex::encode_thex(&tree);
+    debug!("serving the Tiger tree of {urn} to {peer}");
+    let len = msg.len();
+    let mut resp = Response::new(if head {
+        empty()
+    } else {
+        Full::new(Bytes::from(msg))
+            .map_err(|n: Infallible| match n {})
+            .boxed()
+    });
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/dime"),
+    );
+    insert(h, "X-Gnutella-Content-URN", &urn.to_string());
+    resp
+}
+
+/// The file's bytes `start..start+len`, read off the async threads in [`CHUNK`] steps (smaller
+/// under an upload limit, whose bucket they pass). The slot is held until the body is dropped
+/// (sent or abandoned).
 fn file_body(
-    file: &SharedFile,
+    file: &Served,
     start: u64,
     len: u64,
     slot: Option<Slot>,
@@ -620,45 +867,58 @@ fn file_body(
     let f = Arc::new(std::fs::File::open(&file.path)?);
     let (tracking, mine) = up.tracker.start(peer, &file.name, len);
     let slot = (slot, tracking);
-    let sent = (up.bytes_sent.clone(), up.completed.clone(), mine);
+    let partial = file
+        .partial
+        .is_some()
+        .then(|| up.partial_bytes_sent.clone());
+    let sent = (up.bytes_sent.clone(), up.completed.clone(), mine, partial);
+    let limit = up.limit.clone();
     let state = (f, start, start + len, slot, sent);
-    let stream = futures_lite::stream::unfold(state, |(f, pos, end, slot, sent)| async move {
-        if pos >= end {
-            return None;
-        }
-        let want = (end - pos).min(CHUNK as u64) as usize;
-        let file = f.clone();
-        let read = async_std::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            let mut got = 0;
-            while got < want {
-                match file.read_at(&mut buf[got..], pos + got as u64) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "shared file shrank while being sent",
-                        ));
+    let stream = futures_lite::stream::unfold(state, move |(f, pos, end, slot, sent)| {
+        let limit = limit.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            let want = limit.quantum((end - pos).min(CHUNK as u64) as usize);
+            limit.take(want).await;
+            let file = f.clone();
+            let read = async_std::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; want];
+                let mut got = 0;
+                while got < want {
+                    match file.read_at(&mut buf[got..], pos + got as u64) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "shared file shrank while being sent",
+                            ));
+                        }
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
                     }
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
                 }
-            }
-            Ok(Bytes::from(buf))
-        })
-        .await;
-        match read {
-            Ok(b) => {
-                sent.0.fetch_add(b.len() as u64, Ordering::Relaxed);
-                sent.2.fetch_add(b.len() as u64, Ordering::Relaxed);
-                let next = pos + b.len() as u64;
-                if next == end {
-                    sent.1.fetch_add(1, Ordering::Relaxed);
+                Ok(Bytes::from(buf))
+            })
+            .await;
+            match read {
+                Ok(b) => {
+                    let n = b.len() as u64;
+                    sent.0.fetch_add(n, Ordering::Relaxed);
+                    sent.2.fetch_add(n, Ordering::Relaxed);
+                    if let Some(p) = &sent.3 {
+                        p.fetch_add(n, Ordering::Relaxed);
+                    }
+                    let next = pos + n;
+                    if next == end {
+                        sent.1.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some((Ok(Frame::data(b)), (f, next, end, slot, sent)))
                 }
-                Some((Ok(Frame::data(b)), (f, next, end, slot, sent)))
+                // End the stream after an error: hyper aborts the connection.
+                Err(e) => Some((Err(e), (f, end, end, slot, sent))),
             }
-            // End the stream after an error: hyper aborts the connection.
-            Err(e) => Some((Err(e), (f, end, end, slot, sent))),
         }
     });
     Ok(StreamBody::new(stream).boxed())
