@@ -110,13 +110,18 @@ pub struct Plan {
     writers: HashMap<u64, Vec<usize>>,
     /// A slice that failed, and the source it must not come from again.
     avoid: HashMap<u64, usize>,
+    /// Orders chunks held by as many sources: each download picks its own order, so the
+    /// downloaders of one seed fetch different chunks and have something to trade (BitTorrent
+    /// picks at random among the rarest for the same reason).
+    pub shuffle: u64,
 }
 
 impl Plan {
     pub fn new(size: u64, tth: Option<Tth>, done: RangeSet, sources: usize) -> Plan {
         // Slices below 64 KiB only come with tiny files (depth 0 is the whole file).
         let slice = slice_size(size).max(1);
-        let per = (size / (sources.max(1) as u64 * 4)).clamp(slice, MAX_CHUNK.max(slice));
+        // Sixteen chunks per source at least: a swarm needs several pieces in the air to trade.
+        let per = (size / (sources.max(1) as u64 * 16)).clamp(slice, MAX_CHUNK.max(slice));
         let chunk = (per / slice).max(1) * slice;
         Plan {
             size,
@@ -132,6 +137,7 @@ impl Plan {
             pending_roots: HashMap::new(),
             writers: HashMap::new(),
             avoid: HashMap::new(),
+            shuffle: 0,
         }
     }
 
@@ -213,7 +219,7 @@ impl Plan {
                     .iter()
                     .filter(|s| s.usable() && s.has(a))
                     .count();
-                (holders, a)
+                (holders, mix(a / self.slice ^ self.shuffle))
             })?;
         // A partial source serves up to the end of the range it holds; ask no further.
         let end = match &me.available {
@@ -353,6 +359,13 @@ impl Plan {
             })
             .collect()
     }
+}
+
+/// A cheap bijective scramble (splitmix64's finaliser) of a chunk number.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]

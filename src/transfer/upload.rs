@@ -673,6 +673,11 @@ async fn respond_inner(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "Requested range not available yet",
                 );
+                // gtk-gnutella's wording, which tells this 416 from the out-of-bounds one.
+                resp.extensions_mut()
+                    .insert(hyper::ext::ReasonPhrase::from_static(
+                        b"Requested range not available yet",
+                    ));
                 let h = resp.headers_mut();
                 insert(h, "X-Gnutella-Content-URN", &file.sha1.to_string());
                 insert(h, "X-Available-Ranges", &have.format_available());
