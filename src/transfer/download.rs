@@ -1166,7 +1166,7 @@ pub async fn download(
             }));
         }
         let mut plan = Plan::new(spec.size, spec.tth, done.clone(), sources.len());
-        plan.shuffle = u64::from(random_index()) << 32 | u64::from(random_index());
+        plan.shuffle = (u64::from(random_index()) << 32) | u64::from(random_index());
         let initial: Vec<usize> = sources
             .iter()
             .filter_map(|s| plan.add_source(s.clone(), false))

@@ -219,7 +219,7 @@ impl Plan {
                     .iter()
                     .filter(|s| s.usable() && s.has(a))
                     .count();
-                (holders, mix(a / self.slice ^ self.shuffle))
+                (holders, mix((a / self.slice) ^ self.shuffle))
             })?;
         // A partial source serves up to the end of the range it holds; ask no further.
         let end = match &me.available {
