@@ -262,7 +262,10 @@ async fn status_connections_and_peers_have_their_documented_shape() {
         "uptime_secs": "number", "listen": "string", "api": "string",
         "firewalled": {"firewalled": "bool", "reason": "string"},
         "shares": {"files": "number", "bytes": "number"},
-        "transfers": {"uploads_active": "number", "downloads_active": "number"},
+        "transfers": {"uploads_active": "number", "downloads_active": "number",
+                      "bytes_uploaded": "number", "bytes_uploaded_partial": "number",
+                      "bytes_downloaded": "number", "upload_limit_bps": "number",
+                      "download_limit_bps": "number"},
         // Exactly the overlay's counters, all numbers.
         "stats": shape(&serde_json::to_value(s.node().stats()).unwrap())
     });
@@ -492,7 +495,10 @@ async fn a_search_streams_a_file_from_another_node_and_downloads_complete() {
         shape(&done),
         json!({"id": "number", "urn": "string", "name": "string", "size": "number",
                "state": "string", "bytes": "number", "rate_bps": "number", "eta_secs": "null",
-               "sources": "number", "path": "string", "error": "null"})
+               "sources": "number", "path": "string", "error": "null",
+               "swarm": [{"addr": "string", "bytes": "number", "partial": "bool",
+                          "from_mesh": "bool", "state": "string"}],
+               "chunks": "string", "verified": "number", "from_partial": "number"})
     );
     assert_eq!(done["bytes"], data.len() as u64);
     assert_eq!(done["name"], "Free Jazz Session.ogg");
@@ -1351,4 +1357,55 @@ async fn a_private_peer_is_refused_in_words_when_private_peers_are_off() {
         r.text()
     );
     assert!(s.node().connections().is_empty());
+}
+
+/// `PATCH /api/settings` changes the rate limits at run time; nonsense is refused in words.
+#[async_std::test]
+async fn rate_limits_change_at_run_time() {
+    let s = servent(Role::Leaf, &[], vec![]).await;
+    let (_ctl, c) = control(&s).await;
+    let r = c
+        .send(
+            Method::PATCH,
+            "/api/settings",
+            Some(&json!({"upload_limit": "512K", "download_limit": "4M"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.limits(), (512 * 1024, 4 << 20));
+    let now = c
+        .send(Method::GET, "/api/settings", None)
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(now["upload_limit"], "512K");
+    assert_eq!(now["download_limit"], "4M");
+    let st = c
+        .send(Method::GET, "/api/status", None)
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(st["transfers"]["upload_limit_bps"], 512 * 1024);
+    let bad = c
+        .send(
+            Method::PATCH,
+            "/api/settings",
+            Some(&json!({"upload_limit": "fast"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("512K"), "{}", bad.text());
+    assert_eq!(s.limits().0, 512 * 1024, "a refused change changes nothing");
+    let off = c
+        .send(
+            Method::PATCH,
+            "/api/settings",
+            Some(&json!({"upload_limit": "off"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(off.status, 200);
+    assert_eq!(s.limits().0, 0);
 }

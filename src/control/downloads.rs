@@ -83,6 +83,13 @@ pub struct View {
     pub sources: usize,
     pub path: Option<PathBuf>,
     pub error: Option<String>,
+    /// The sources in use: bytes each gave, which are partial, which came from the mesh.
+    pub swarm: Vec<download::SourceView>,
+    /// The chunk map: `#` held, `>` in flight, `.` missing.
+    pub chunks: String,
+    /// Bytes checked against a Tiger tree, and bytes received from partial sources.
+    pub verified: u64,
+    pub from_partial: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -138,6 +145,10 @@ impl Entry {
             sources: self.spec.as_ref().map_or(0, |s| s.sources.len()),
             path: self.path.clone(),
             error: self.error.clone(),
+            swarm: self.progress.detail().0,
+            chunks: self.progress.detail().1,
+            verified: self.progress.verified.load(Ordering::Relaxed),
+            from_partial: self.progress.from_partial.load(Ordering::Relaxed),
         }
     }
 }

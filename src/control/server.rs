@@ -120,8 +120,50 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         "/api/shares/rescan",
         "rescan the shared folders now",
     ),
+    (
+        "GET",
+        "/api/settings",
+        "the rate limits and partial sharing in effect",
+    ),
+    (
+        "PATCH",
+        "/api/settings",
+        "change upload_limit / download_limit (\"512K\", \"4M\", \"off\") at run time",
+    ),
     ("GET", "/metrics", "Prometheus text format"),
 ];
+
+/// What `PATCH /api/settings` may change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsPatch {
+    upload_limit: Option<String>,
+    download_limit: Option<String>,
+}
+
+/// Run-time settings as the API shows them.
+#[derive(Serialize)]
+struct RunSettings {
+    upload_limit: String,
+    download_limit: String,
+    upload_limit_bps: u64,
+    download_limit_bps: u64,
+    share_partial: bool,
+    upload_slots: usize,
+}
+
+fn run_settings(ctl: &Control) -> RunSettings {
+    use crate::transfer::limit::format_rate;
+    let (u, d) = ctl.servent.limits();
+    RunSettings {
+        upload_limit: format_rate(u),
+        download_limit: format_rate(d),
+        upload_limit_bps: u,
+        download_limit_bps: d,
+        share_partial: ctl.servent.uploads().shares_partials(),
+        upload_slots: ctl.servent.uploads().slots.max(),
+    }
+}
 
 /// Decrements the connection count when a connection ends.
 struct Held(Arc<AtomicUsize>);
@@ -486,6 +528,30 @@ async fn route(ctl: &Arc<Control>, req: Request<Incoming>, path: &str) -> Respon
                 .map_or_else(download_error, |v| ok(&v))
         }),
         (&Method::GET, ["api", "uploads"]) => Ok(ok(&ctl.servent.uploads().tracker.list())),
+        (&Method::GET, ["api", "settings"]) => Ok(ok(&run_settings(ctl))),
+        (&Method::PATCH, ["api", "settings"]) => {
+            match body::<SettingsPatch>(req, r#"{"upload_limit": "512K"}"#).await {
+                Err(e) => Err(e),
+                Ok(p) => {
+                    let parse = |v: Option<String>| -> Result<Option<u64>, String> {
+                        v.map(|v| crate::transfer::limit::parse_rate(&v))
+                            .transpose()
+                    };
+                    match (parse(p.upload_limit), parse(p.download_limit)) {
+                        (Ok(u), Ok(d)) => {
+                            ctl.servent.set_limits(u, d);
+                            log::info!(
+                                "limits now: upload {}, download {}",
+                                run_settings(ctl).upload_limit,
+                                run_settings(ctl).download_limit
+                            );
+                            Ok(ok(&run_settings(ctl)))
+                        }
+                        (Err(e), _) | (_, Err(e)) => Err(error(StatusCode::BAD_REQUEST, &e)),
+                    }
+                }
+            }
+        }
         (&Method::GET, ["api", "shares"]) => Ok(ok(&shares(ctl))),
         (&Method::POST, ["api", "shares", "rescan"]) => {
             ctl.servent.rescan().await;
@@ -512,6 +578,12 @@ struct ShareCount {
 struct TransferCount {
     uploads_active: usize,
     downloads_active: usize,
+    bytes_uploaded: u64,
+    /// Of those, bytes sent from files we were still downloading (the swarm at work).
+    bytes_uploaded_partial: u64,
+    bytes_downloaded: u64,
+    upload_limit_bps: u64,
+    download_limit_bps: u64,
 }
 
 #[derive(Serialize)]
@@ -549,9 +621,20 @@ fn status(ctl: &Control) -> Status {
         firewalled: Firewall { firewalled, reason },
         reputation: node.reputation(),
         shares: ShareCount { files, bytes },
-        transfers: TransferCount {
-            uploads_active: ctl.servent.uploads().tracker.active(),
-            downloads_active: ctl.downloads.active(),
+        transfers: {
+            let up = ctl.servent.uploads();
+            let (ul, dl) = ctl.servent.limits();
+            TransferCount {
+                uploads_active: up.tracker.active(),
+                downloads_active: ctl.downloads.active(),
+                bytes_uploaded: up.bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
+                bytes_uploaded_partial: up
+                    .partial_bytes_sent
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                bytes_downloaded: ctl.servent.downloaded_bytes(),
+                upload_limit_bps: ul,
+                download_limit_bps: dl,
+            }
         },
         stats: node.stats(),
     }

@@ -89,6 +89,10 @@ impl Slots {
         self.used.load(Ordering::SeqCst) >= self.max
     }
 
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     pub fn in_use(&self) -> usize {
         self.used.load(Ordering::SeqCst)
     }
