@@ -85,7 +85,10 @@ async fn run(data: &[u8], n: usize, partial: bool, us: u64, u: u64) -> Duration 
     last
 }
 
-fn svg(rows: &[(usize, f64, f64, f64, f64)]) -> String {
+/// N, client-server time, swarm time, client-server bound, P2P bound.
+type Row = (usize, f64, f64, f64, f64);
+
+fn svg(rows: &[Row]) -> String {
     let (w, h, m) = (640.0, 400.0, 50.0);
     let maxn = rows.iter().map(|r| r.0).max().unwrap_or(1) as f64;
     let maxt = rows
@@ -94,7 +97,7 @@ fn svg(rows: &[(usize, f64, f64, f64, f64)]) -> String {
         .fold(1.0, f64::max);
     let x = |n: f64| m + (n / maxn) * (w - 2.0 * m);
     let y = |t: f64| h - m - (t / maxt) * (h - 2.0 * m);
-    let line = |f: &dyn Fn(&(usize, f64, f64, f64, f64)) -> f64, color: &str, dash: &str| {
+    let line = |f: &dyn Fn(&Row) -> f64, color: &str, dash: &str| {
         let pts: Vec<String> = rows
             .iter()
             .map(|r| format!("{:.1},{:.1}", x(r.0 as f64), y(f(r))))
