@@ -322,8 +322,8 @@ enum Fetched {
     },
     /// A partial source has only these ranges (416, or a 503 that says so: SWARM.md §1.3).
     Unavailable(RangeSet, Vec<SocketAddrV4>),
-    /// Busy: ask again after this long.
-    Busy(Duration),
+    /// Busy: ask again after this long; it named these other sources.
+    Busy(Duration, Vec<SocketAddrV4>),
     /// It does not serve the file now (a PFSP alt-loc may say 404 while the file is not rare,
     /// SWARM.md §8.3).
     NotNow,
@@ -633,7 +633,7 @@ async fn fetch(
             let wait = hv("Retry-After")
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map_or(Duration::from_secs(5), Duration::from_secs);
-            return Fetched::Busy(wait.min(MAX_RETRY_WAIT));
+            return Fetched::Busy(wait.min(MAX_RETRY_WAIT), alts);
         }
         404 | 410 => return Fetched::NotNow,
         code => return err(format!("{} answered {code}", src.addr)),
@@ -1043,8 +1043,9 @@ async fn handle(
             dl.add_alts(alts);
             true
         }
-        Fetched::Busy(wait) => {
+        Fetched::Busy(wait, alts) => {
             debug!("{}: {addr} is busy; asking again in {wait:?}", dl.spec.name);
+            dl.add_alts(alts);
             lock(&dl.plan).wait(si, Instant::now() + wait);
             async_std::task::sleep(wait).await;
             lock(&dl.plan).sources[si].state = SourceState::Idle;

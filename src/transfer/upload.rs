@@ -708,6 +708,9 @@ async fn respond_inner(
                     // §1.3).
                     insert(h, "X-Available", &format!("bytes {}", have.covered_len()));
                 }
+                // Alt-locs on a busy answer too (gtk-gnutella sizes them into a 503's 1 KiB):
+                // a downloader we cannot serve now learns who else can.
+                mesh::reply_headers(up, h, &file.sha1, file.partial.is_some(), peer, downloader);
                 return resp;
             }
         }
