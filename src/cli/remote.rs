@@ -254,6 +254,28 @@ pub async fn downloads(
             format!("{}/s", human(num(&d["rate_bps"]))),
             eta
         );
+        // The swarm at work: the chunk map, then each source with what it gave.
+        let chunks = str_of(&d["chunks"]);
+        let state = str_of(&d["state"]);
+        if !chunks.is_empty() && (state == "downloading" || state == "paused") {
+            println!("      [{chunks}]  # held  > in flight  . missing");
+            for src in d["swarm"].as_array().into_iter().flatten() {
+                let mut kind = Vec::new();
+                if src["partial"].as_bool() == Some(true) {
+                    kind.push("partial");
+                }
+                if src["from_mesh"].as_bool() == Some(true) {
+                    kind.push("from the mesh");
+                }
+                println!(
+                    "      {:<21}  {:>9}  {:<7}  {}",
+                    str_of(&src["addr"]),
+                    human(num(&src["bytes"])),
+                    str_of(&src["state"]),
+                    kind.join(", ")
+                );
+            }
+        }
     }
     Ok(())
 }
