@@ -467,33 +467,23 @@ impl Servent {
         };
         let urn = spec.urn;
         // The file's words and urn go into our QRP table while it downloads, so queries for it
-        // reach us once we have something to offer.
-        let refresh = {
-            let s = self.clone();
-            task::spawn(async move {
-                task::sleep(Duration::from_millis(100)).await;
-                s.refresh_table();
-            })
-        };
+        // reach us once we have something to offer; the download registers it as it starts.
+        let s = self.clone();
+        task::spawn(async move {
+            task::sleep(Duration::from_millis(100)).await;
+            s.refresh_table();
+        });
         let r = download::download(&ctx, spec, dir, progress).await;
-        drop(refresh);
         if r.is_err() {
-            let lib = self
+            // A failed download offers nothing; its data stays for a resume.
+            let mut partials = self
                 .shared
                 .uploads
                 .partials
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&urn)
-                .is_some_and(|p| !p.complete);
-            if lib {
-                // A failed download offers nothing; its data stays for a resume.
-                self.shared
-                    .uploads
-                    .partials
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&urn);
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if partials.get(&urn).is_some_and(|p| !p.complete) {
+                partials.remove(&urn);
             }
         }
         self.refresh_table();

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -74,17 +73,23 @@ async fn three_downloaders(partial: bool) -> Vec<(u64, usize)> {
     for i in 0..3 {
         peers.push(node(&format!("{tag}-dl{i}"), None, partial, 0).await);
     }
-    let runs = peers.iter().enumerate().map(|(i, p)| {
-        let spec = spec.clone();
-        let dir = temp_dir(&format!("{tag}-out{i}"));
-        async move {
-            let progress = Progress::default();
-            let path = p.download(spec, &dir, &progress).await.unwrap();
-            (path, progress)
-        }
-    });
+    let runs: Vec<_> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (p, spec, dir) = (p.clone(), spec.clone(), temp_dir(&format!("{tag}-out{i}")));
+            async_std::task::spawn(async move {
+                let progress = Progress::default();
+                let path = p.download(spec, &dir, &progress).await.unwrap();
+                (path, progress)
+            })
+        })
+        .collect();
     let mut out = Vec::new();
-    let results = futures_join(runs.collect()).await;
+    let mut results = Vec::new();
+    for r in runs {
+        results.push(r.await);
+    }
     let downloaders: Vec<std::net::SocketAddrV4> =
         peers.iter().map(|p| p.node().listen_addr()).collect();
     for (path, progress) in results {
@@ -115,33 +120,6 @@ async fn three_downloaders(partial: bool) -> Vec<(u64, usize)> {
     } else {
         assert!(partial_sent > 0);
     }
-    out
-}
-
-async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
-    let handles: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut out = Vec::new();
-    // Run them all at once: each is polled by the joined future.
-    let all = futures_lite::future::poll_fn({
-        let mut handles: Vec<Option<_>> = handles.into_iter().map(Some).collect();
-        let mut results: Vec<Option<T>> = (0..handles.len()).map(|_| None).collect();
-        move |cx| {
-            for (i, h) in handles.iter_mut().enumerate() {
-                if let Some(f) = h
-                    && let std::task::Poll::Ready(v) = f.as_mut().poll(cx)
-                {
-                    results[i] = Some(v);
-                    *h = None;
-                }
-            }
-            if results.iter().all(Option::is_some) {
-                std::task::Poll::Ready(results.drain(..).map(Option::unwrap).collect::<Vec<T>>())
-            } else {
-                std::task::Poll::Pending
-            }
-        }
-    });
-    out.extend(all.await);
     out
 }
 
@@ -297,5 +275,4 @@ async fn rate_limits_hold_across_transfers() {
         );
     }
     drop(tasks);
-    let _: Vec<PathBuf> = Vec::new();
 }

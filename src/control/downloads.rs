@@ -125,6 +125,7 @@ struct Entry {
 
 impl Entry {
     fn view(&self) -> View {
+        let (swarm, chunks) = self.progress.detail();
         let bytes = self.progress.done.load(Ordering::Relaxed);
         let size = self.spec.as_ref().map_or(0, |s| s.size);
         let secs = self.run.0.elapsed().as_secs_f64();
@@ -145,8 +146,8 @@ impl Entry {
             sources: self.spec.as_ref().map_or(0, |s| s.sources.len()),
             path: self.path.clone(),
             error: self.error.clone(),
-            swarm: self.progress.detail().0,
-            chunks: self.progress.detail().1,
+            swarm,
+            chunks,
             verified: self.progress.verified.load(Ordering::Relaxed),
             from_partial: self.progress.from_partial.load(Ordering::Relaxed),
         }

@@ -530,14 +530,11 @@ fn lock_w<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An address we may connect to for a download.
+/// An address we may connect to for a download: a host at all, and a public one unless we
+/// accept private and loopback addresses.
 fn usable_addr(a: SocketAddrV4, accept_private: bool) -> bool {
-    let ip = a.ip();
-    a.port() != 0
-        && !ip.is_unspecified()
-        && !ip.is_multicast()
-        && !ip.is_broadcast()
-        && (accept_private || !(ip.is_loopback() || ip.is_private() || ip.is_link_local()))
+    use crate::swarm::altloc::{is_public, is_routable};
+    a.port() != 0 && is_routable(*a.ip()) && (accept_private || is_public(*a.ip()))
 }
 
 /// Bytes of the first response body we read when it is not the file (a tree, an error page).
@@ -871,41 +868,27 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                     return true;
                 }
                 let next = lock(&dl.plan).take(si);
-                let Some(range) = next else {
-                    // Nothing for this source now. A partial source is asked again for what
-                    // is missing (it grows); a complete one waits for a range to come back.
-                    let (partial, open) = {
-                        let p = lock(&dl.plan);
-                        (p.sources[si].partial(), p.open_chunks().first().copied())
-                    };
-                    async_std::task::sleep(PARTIAL_POLL).await;
-                    let Some(probe) = open.filter(|_| partial) else {
-                        continue;
-                    };
-                    let probe = {
+                let range = match next {
+                    Some(r) => r,
+                    None => {
+                        // Nothing for this source now. A partial source is asked again for
+                        // what is missing (it grows); a complete one waits for a range to
+                        // come back.
+                        let (partial, open) = {
+                            let p = lock(&dl.plan);
+                            (p.sources[si].partial(), p.open_chunks().first().copied())
+                        };
+                        async_std::task::sleep(PARTIAL_POLL).await;
+                        let Some(probe) = open.filter(|_| partial) else {
+                            continue;
+                        };
                         let mut p = lock(&dl.plan);
-                        if p.open_chunks().contains(&probe) {
-                            p.in_flight.push((probe.0, probe.1, si));
-                            probe
-                        } else {
+                        if !p.open_chunks().contains(&probe) {
                             continue;
                         }
-                    };
-                    if !handle(
-                        dl,
-                        &mut sender,
-                        si,
-                        probe,
-                        &mut first,
-                        &mut bufs,
-                        &mut failures,
-                        &mut tried_tree,
-                    )
-                    .await
-                    {
-                        return false;
+                        p.in_flight.push((probe.0, probe.1, si));
+                        probe
                     }
-                    continue;
                 };
                 if !handle(
                     dl,
@@ -1229,7 +1212,6 @@ pub async fn download(
             (p.complete(), why, p.tree.clone(), contributors)
         };
         if !complete || !dl.finished() {
-            lock_w(&ctx.uploads.partials).update(&spec.urn, |_| {});
             return Err(DownloadError::NoSource(if why.is_empty() {
                 "every source stopped answering".into()
             } else {

@@ -130,20 +130,7 @@ pub struct Uploads {
 
 impl Uploads {
     pub fn new(library: Arc<RwLock<Library>>, max_slots: usize) -> Arc<Self> {
-        Arc::new(Uploads {
-            library,
-            partials: Arc::new(RwLock::new(Partials::default())),
-            share_partial: AtomicBool::new(true),
-            slots: Slots::new(max_slots),
-            limit: Arc::new(Limiter::new(0)),
-            mesh: Arc::new(Mutex::new(Mesh::new())),
-            me: RwLock::new(Vec::new()),
-            trees: None,
-            completed: Arc::new(AtomicU64::new(0)),
-            bytes_sent: Arc::new(AtomicU64::new(0)),
-            partial_bytes_sent: Arc::new(AtomicU64::new(0)),
-            tracker: Arc::new(Tracker::default()),
-        })
+        Arc::new(Self::build(library, max_slots, None, true, 0))
     }
 
     /// As [`Uploads::new`], with trees kept in `data_dir` and the given limits.
@@ -154,11 +141,31 @@ impl Uploads {
         share_partial: bool,
         limit: u64,
     ) -> Arc<Self> {
-        let mut u = Arc::into_inner(Self::new(library, max_slots)).expect("just made");
-        u.trees = Some(TreeStore::new(data_dir));
-        u.share_partial = AtomicBool::new(share_partial);
-        u.limit = Arc::new(Limiter::new(limit));
-        Arc::new(u)
+        let trees = Some(TreeStore::new(data_dir));
+        Arc::new(Self::build(library, max_slots, trees, share_partial, limit))
+    }
+
+    fn build(
+        library: Arc<RwLock<Library>>,
+        max_slots: usize,
+        trees: Option<TreeStore>,
+        share_partial: bool,
+        limit: u64,
+    ) -> Self {
+        Uploads {
+            library,
+            partials: Arc::new(RwLock::new(Partials::default())),
+            share_partial: AtomicBool::new(share_partial),
+            slots: Slots::new(max_slots),
+            limit: Arc::new(Limiter::new(limit)),
+            mesh: Arc::new(Mutex::new(Mesh::new())),
+            me: RwLock::new(Vec::new()),
+            trees,
+            completed: Arc::new(AtomicU64::new(0)),
+            bytes_sent: Arc::new(AtomicU64::new(0)),
+            partial_bytes_sent: Arc::new(AtomicU64::new(0)),
+            tracker: Arc::new(Tracker::default()),
+        }
     }
 
     pub fn shares_partials(&self) -> bool {
