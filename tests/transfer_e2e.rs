@@ -345,11 +345,16 @@ async fn a_source_sending_wrong_bytes_is_detected_and_dropped() {
 
 /// One raw HTTP exchange: the request as given, the whole answer as text.
 async fn raw_http(addr: SocketAddrV4, request: &str) -> String {
+    String::from_utf8_lossy(&raw_http_for(addr, request, Duration::from_secs(2)).await).into_owned()
+}
+
+/// The raw answer, read until the peer closes or `wait` is over.
+async fn raw_http_for(addr: SocketAddrV4, request: &str, wait: Duration) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    let _ = async_std::future::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    let _ = async_std::future::timeout(wait, s.read_to_end(&mut out)).await;
+    out
 }
 
 #[async_std::test]
@@ -670,7 +675,7 @@ async fn a_partial_source_is_asked_only_for_the_ranges_it_has() {
 }
 
 #[async_std::test]
-async fn when_every_upload_slot_is_taken_the_next_request_gets_503_with_retry_after() {
+async fn when_every_upload_slot_is_taken_a_request_waits_its_turn_or_gets_503_with_retry_after() {
     let data = bytes(8, 16 * 1024 * 1024);
     let dir = share_dir("slots", &[("movie.mkv", &data)]);
     let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("slots-node"));
@@ -691,15 +696,40 @@ async fn when_every_upload_slot_is_taken_the_next_request_gets_503_with_retry_af
     slow.read_exact(&mut first).await.unwrap();
     assert!(first.starts_with(b"HTTP/1.1 200"));
     assert_eq!(s.uploads().slots.in_use(), 1);
-    let busy = raw_http(
+    // The next request waits in the queue for the slot, and is told to come back when the
+    // slot has not freed within the hold.
+    let busy = raw_http_for(
         addr,
         &format!("GET /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        servent::transfer::slots::HOLD * 3,
     )
     .await;
+    let busy = String::from_utf8_lossy(&busy);
     assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
-    assert!(busy.contains("retry-after: 5"), "{busy}");
-    // When the slow client goes, its slot is free again.
+    assert!(busy.contains("retry-after: 1"), "{busy}");
+    assert_eq!(s.uploads().slots.waiting(), 0);
+    // A request queued when the slot frees gets it at once: it is served, not refused.
+    let ranged = format!(
+        "GET /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nConnection: close\r\n\r\n"
+    );
+    let queued = async_std::task::spawn(async move {
+        raw_http_for(addr, &ranged, servent::transfer::slots::HOLD * 3).await
+    });
+    for _ in 0..100 {
+        if s.uploads().slots.waiting() == 1 {
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.uploads().slots.waiting(), 1);
     drop(slow);
+    let served = queued.await;
+    assert!(
+        served.starts_with(b"HTTP/1.1 206"),
+        "{}",
+        String::from_utf8_lossy(&served)
+    );
+    assert!(served.ends_with(&data[..10]));
     for _ in 0..100 {
         if s.uploads().slots.in_use() == 0 {
             break;

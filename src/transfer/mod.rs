@@ -5,4 +5,5 @@ pub mod altlocs;
 pub mod download;
 pub mod limit;
 pub mod plan;
+pub mod slots;
 pub mod upload;

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddrV4;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use log::{debug, info};
 
 use super::altlocs as mesh;
 use super::limit::Limiter;
+use super::slots::{HOLD, Slot, Slots};
 use crate::net::hyper_io::{AsyncIoTimer, HyperIo};
 use crate::share::partial::{PartialFile, Partials};
 use crate::share::trees::TreeStore;
@@ -41,10 +42,6 @@ pub const CHUNK: usize = 1024 * 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first request line may need mending (raw spaces); it is read up to this long.
 const MAX_REQUEST_LINE: usize = 8 * 1024;
-/// Retry hint when every slot is taken. Slots are held per request, so one frees every few
-/// seconds; a swarm's downloaders retry a busy peer soon rather than idle for a minute. (PARQ
-/// queueing, with positions, replaces this guess.)
-const RETRY_AFTER_SECS: u32 = 5;
 
 pub type Body = BoxBody<Bytes, io::Error>;
 
@@ -56,52 +53,6 @@ fn text(s: &'static str) -> Body {
     Full::new(Bytes::from_static(s.as_bytes()))
         .map_err(|n: Infallible| match n {})
         .boxed()
-}
-
-/// Upload slots: a bounded number of transfers at once.
-#[derive(Debug)]
-pub struct Slots {
-    max: usize,
-    used: AtomicUsize,
-}
-
-/// A held slot; dropping it frees the slot.
-pub struct Slot(Arc<Slots>);
-
-impl Slots {
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Slots {
-            max,
-            used: AtomicUsize::new(0),
-        })
-    }
-
-    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                (u < self.max).then_some(u + 1)
-            })
-            .ok()
-            .map(|_| Slot(self.clone()))
-    }
-
-    pub fn busy(&self) -> bool {
-        self.used.load(Ordering::SeqCst) >= self.max
-    }
-
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    pub fn in_use(&self) -> usize {
-        self.used.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// What the upload side needs to know and counts.
@@ -704,12 +655,15 @@ async fn respond_inner(
     let slot = if head {
         None
     } else {
-        match up.slots.try_take() {
-            Some(s) => Some(s),
-            None => {
+        // The turn is the downloader's host and the port it listens on: one servent, however
+        // many connections it opens.
+        let who = SocketAddrV4::new(*peer.ip(), downloader.map_or(peer.port(), |d| d.port()));
+        match up.slots.acquire(who, HOLD).await {
+            Ok(s) => Some(s),
+            Err(busy) => {
                 let mut resp = status(StatusCode::SERVICE_UNAVAILABLE, "Busy");
                 let h = resp.headers_mut();
-                h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                h.insert(header::RETRY_AFTER, HeaderValue::from(busy.retry.as_secs()));
                 if let Some(have) = &file.partial {
                     // On a 503 only the count: by the retry, ranges would be stale (SWARM.md
                     // §1.3).
@@ -972,15 +926,5 @@ mod tests {
         let before = ok.clone();
         mend_request_line(&mut ok);
         assert_eq!(ok, before);
-    }
-
-    #[test]
-    fn slots_are_bounded_and_freed_on_drop() {
-        let s = Slots::new(2);
-        let a = s.try_take().unwrap();
-        let _b = s.try_take().unwrap();
-        assert!(s.try_take().is_none() && s.busy());
-        drop(a);
-        assert!(s.try_take().is_some());
     }
 }
