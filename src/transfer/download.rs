@@ -319,6 +319,8 @@ enum Fetched {
         available: Option<RangeSet>,
         thex: Option<(String, Tth)>,
         alts: Vec<SocketAddrV4>,
+        /// Cut short: the connection holds the rest of the body and cannot be reused.
+        cut: bool,
     },
     /// A partial source has only these ranges (416, or a 503 that says so: SWARM.md §1.3).
     Unavailable(RangeSet, Vec<SocketAddrV4>),
@@ -589,6 +591,9 @@ async fn fetch(
         Ok(r) => r,
         Err(e) => return err(format!("{}: {e}", src.addr)),
     };
+    // The body is timed from the answer, so time spent queued at a busy uploader does not
+    // count against its rate.
+    let answered = Instant::now();
     let status = resp.status();
     let h = resp.headers();
     let hv = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
@@ -636,27 +641,33 @@ async fn fetch(
         code => return err(format!("{} answered {code}", src.addr)),
     };
     match receive(dl, resp.into_body(), si, offset, start, stop, bufs).await {
-        Ok(()) => Fetched::Got {
-            available,
-            thex,
-            alts,
-        },
+        Ok((cut, got)) => {
+            lock(&dl.plan).rated(si, got, answered.elapsed());
+            Fetched::Got {
+                available,
+                thex,
+                alts,
+                cut,
+            }
+        }
         Err(e) => Fetched::Failed(e),
     }
 }
 
 /// Writes the body's bytes that fall in [start, stop) into the file, hashing slices and the
-/// digest on the way, through the download limit.
+/// digest on the way, through the download limit. Returns whether the end game cut the
+/// request short (the rest of the body is still on the connection), and the bytes taken.
 async fn receive(
     dl: &Dl<'_>,
     mut body: hyper::body::Incoming,
     si: usize,
     offset: u64,
     start: u64,
-    stop: u64,
+    mut stop: u64,
     bufs: &mut Vec<Vec<u8>>,
-) -> io::Result<()> {
+) -> io::Result<(bool, u64)> {
     let progress = dl.progress;
+    let asked = stop;
     let partial_source = lock(&dl.plan).sources[si].partial();
     let addr = lock(&dl.plan).sources[si].src.addr;
     let err = |m: String| io::Error::other(m);
@@ -717,6 +728,10 @@ async fn receive(
                 continue;
             };
             dl.ctx.limit.take(data.len()).await;
+            // The end game may have given our request's back half to a faster source.
+            if let Some(end) = lock(&dl.plan).advance(si, pos + data.len() as u64) {
+                stop = stop.min(end);
+            }
             // Only the part of the data that falls in [start, stop) is ours; parts follow
             // each other, so a batch is one contiguous range.
             let at = pos;
@@ -770,7 +785,7 @@ async fn receive(
     if pos < stop {
         return Err(err(format!("{addr} closed early")));
     }
-    Ok(())
+    Ok((stop < asked, pos.min(stop).saturating_sub(start)))
 }
 
 /// Fetches the Tiger tree `uri` offers over `sender`, checked against `root`.
@@ -882,12 +897,10 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                         let Some(probe) = open.filter(|_| partial) else {
                             continue;
                         };
-                        let mut p = lock(&dl.plan);
-                        if !p.open_chunks().contains(&probe) {
-                            continue;
+                        match lock(&dl.plan).probe(si, probe) {
+                            Some(r) => r,
+                            None => continue,
                         }
-                        p.in_flight.push((probe.0, probe.1, si));
-                        probe
                     }
                 };
                 if !handle(
@@ -948,7 +961,7 @@ async fn handle(
     *first = false;
     let addr = {
         let mut p = lock(&dl.plan);
-        p.finish(si, a, b);
+        p.finish(si);
         p.sources[si].src.addr
     };
     match fetched {
@@ -956,7 +969,7 @@ async fn handle(
             available,
             thex,
             alts,
-            ..
+            cut,
         } => {
             *failures = 0;
             {
@@ -976,6 +989,7 @@ async fn handle(
             }
             if let Some((uri, root)) = thex
                 && !*tried_tree
+                && !cut
             {
                 let go = {
                     let mut p = lock(&dl.plan);
@@ -1015,7 +1029,8 @@ async fn handle(
             if let Err(e) = dl.catch_up().await {
                 warn!("{}: cannot read back the partial file: {e}", dl.spec.name);
             }
-            true
+            // A cut request leaves the rest of its body unread: a new connection.
+            !cut
         }
         Fetched::Unavailable(av, alts) => {
             {
