@@ -74,9 +74,37 @@ async fn run(data: &[u8], n: usize, partial: bool, us: u64, u: u64) -> Duration 
             })
         })
         .collect();
+    // SWARM_TRACE=1: each second, what the seed and the downloaders upload and how many
+    // uploads run, to see where capacity goes unused.
+    let trace = std::env::var_os("SWARM_TRACE").is_some().then(|| {
+        let (seed, peers) = (seed.clone(), peers.clone());
+        async_std::task::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut prev = (0u64, 0u64);
+            loop {
+                async_std::task::sleep(Duration::from_secs(1)).await;
+                let s = seed.uploads().bytes_sent.load(Relaxed);
+                let p: u64 = peers.iter().map(|p| p.uploads().bytes_sent.load(Relaxed)).sum();
+                let act: usize = peers.iter().map(|p| p.uploads().tracker.active()).sum();
+                let got: u64 = peers.iter().map(|p| p.downloaded_bytes()).sum();
+                eprintln!(
+                    "t={:>5.1} seed {:>5.2} MiB/s ({} up)  peers {:>6.2} MiB/s ({act} up)  got {:>6.1} MiB",
+                    t0.elapsed().as_secs_f64(),
+                    (s - prev.0) as f64 / 1048576.0,
+                    seed.uploads().tracker.active(),
+                    (p - prev.1) as f64 / 1048576.0,
+                    got as f64 / 1048576.0,
+                );
+                prev = (s, p);
+            }
+        })
+    });
     let mut last = Duration::ZERO;
     for t in tasks {
         last = last.max(t.await);
+    }
+    if let Some(t) = trace {
+        t.cancel().await;
     }
     for p in peers {
         p.shutdown().await;
