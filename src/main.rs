@@ -89,7 +89,8 @@ interrupted download resumes from where it stopped.",
     example = "servent get 'magnet:?xt=urn:sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ&dn=empty.txt'"
 )]
 struct GetArgs {
-    /// urn:sha1:<base32> or magnet:?xt=urn:sha1:…
+    /// urn:sha1:<base32> or magnet:?xt=urn:sha1:… (a link with xl=SIZE and
+    /// xs=http://HOST:PORT/… downloads from that source at once, without a search)
     #[argh(positional)]
     target: String,
 
@@ -539,7 +540,8 @@ fn search(args: SearchArgs) -> Result<(), String> {
 }
 
 fn get(args: GetArgs) -> Result<(), String> {
-    let (urn, name) = cli::search::parse_target(&args.target)?;
+    let link = cli::search::parse_link(&args.target)?;
+    let (urn, name) = (link.urn, link.name.clone());
     let settings = client_settings(args.config.as_deref(), args.api, args.data_dir)?;
     // The daemon saves into its own download folder: --out and --peer need our own servent.
     if args.peer.is_empty()
@@ -549,17 +551,39 @@ fn get(args: GetArgs) -> Result<(), String> {
         return block_on(remote::get(&c, &args.target, args.json));
     }
     let out = args.out.unwrap_or_else(|| settings.download_dir.clone());
-    let cfg = one_shot(&args.peer, settings.data_dir.clone(), args.listen)?;
+    let mut cfg = one_shot(&args.peer, settings.data_dir.clone(), args.listen)?;
+    if link.spec().is_some() {
+        // The link names its sources: no need to join the network to find any, and the
+        // mesh of a source the user chose on a private network is taken as such.
+        if args.peer.is_empty() {
+            cfg.node.bootstrap = Vec::new();
+        }
+        if link
+            .sources
+            .iter()
+            .any(|a| a.ip().is_loopback() || a.ip().is_private())
+        {
+            cfg.node.accept_private = true;
+        }
+    }
     block_on(async {
         let s = Servent::start(cfg).await.map_err(|e| e.to_string())?;
         let mut err = std::io::stderr();
-        cli::search::joined(&s, &mut err).await?;
-        eprintln!("looking for sources of {urn}…");
-        let search = s.search_urn(&urn);
-        let groups = cli::search::collect(&s, search, Duration::from_secs(args.wait), |_| {}).await;
-        let Some(mut spec) = groups.0.into_iter().find(|g| g.urn == urn) else {
-            s.shutdown().await;
-            return Err(format!("no source found for {urn}"));
+        // A link with its size and a source (xl, xs) needs no search.
+        let mut spec = match link.spec() {
+            Some(spec) => spec,
+            None => {
+                cli::search::joined(&s, &mut err).await?;
+                eprintln!("looking for sources of {urn}…");
+                let search = s.search_urn(&urn);
+                let wait = Duration::from_secs(args.wait);
+                let groups = cli::search::collect(&s, search, wait, |_| {}).await;
+                let Some(spec) = groups.0.into_iter().find(|g| g.urn == urn) else {
+                    s.shutdown().await;
+                    return Err(format!("no source found for {urn}"));
+                };
+                spec
+            }
         };
         eprintln!(
             "{} sources for {} ({})",

@@ -109,3 +109,39 @@ fn get_explains_a_bad_target() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected urn:sha1:"), "{err}");
 }
+
+#[async_std::test]
+async fn get_of_a_magnet_with_size_and_source_fetches_from_it_without_a_search() {
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let seed = sharing_ultrapeer(&[("handed over.bin", &data)]).await;
+    let f = seed.library().read().unwrap().files()[0].clone();
+    let link = servent::transfer::magnet::Magnet {
+        urn: f.sha1,
+        name: Some("handed over.bin".into()),
+        size: Some(f.size),
+        tth: f.tth,
+        sources: vec![seed.node().listen_addr()],
+    }
+    .to_link();
+    let dl = temp_dir("cli-magnet-dl");
+    let dd = temp_dir("cli-magnet-data");
+    let (dl_s, dd_s) = (
+        dl.to_str().unwrap().to_string(),
+        dd.to_str().unwrap().to_string(),
+    );
+    // No --peer: the link's source is all it needs, and nothing outside is asked.
+    let out = async_std::task::spawn_blocking(move || {
+        servent(&["get", &link, "--out", &dl_s, "--data-dir", &dd_s])
+    })
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("looking for sources"), "{err}");
+    assert_eq!(std::fs::read(dl.join("handed over.bin")).unwrap(), data);
+    assert!(
+        seed.uploads()
+            .bytes_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= data.len() as u64
+    );
+}

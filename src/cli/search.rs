@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::servent::{Found, Search, Servent, add_found, found_in_hit};
 use crate::transfer::download::{Progress, Spec};
+use crate::transfer::magnet::{self, Magnet};
 use crate::wire::Sha1Urn;
 
 /// How long a one-shot servent waits for its first ultrapeer.
@@ -128,24 +129,25 @@ pub fn print_table(groups: &Groups, out: &mut impl Write) {
 /// Reads `urn:sha1:…` or a magnet link (`magnet:?xt=urn:sha1:…&dn=name`): the SHA-1 and the
 /// name, when the link gives one.
 pub fn parse_target(s: &str) -> Result<(Sha1Urn, Option<String>), String> {
+    let m = parse_link(s)?;
+    Ok((m.urn, m.name))
+}
+
+/// Reads `urn:sha1:…` or a magnet link, with everything the link says (size, Tiger root,
+/// direct sources).
+pub fn parse_link(s: &str) -> Result<Magnet, String> {
     let s = s.trim();
-    if let Some(q) = s.strip_prefix("magnet:?") {
-        let mut urn = None;
-        let mut name = None;
-        for kv in q.split('&') {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            match k {
-                "xt" if urn.is_none() => urn = v.parse::<Sha1Urn>().ok(),
-                "dn" => name = Some(v.replace('+', " ")),
-                _ => {}
-            }
-        }
-        return urn
-            .map(|u| (u, name))
-            .ok_or_else(|| format!("{s}: the magnet link has no xt=urn:sha1:…"));
+    if s.starts_with("magnet:") {
+        return magnet::parse(s).map_err(|e| format!("{s}: {e}"));
     }
     s.parse::<Sha1Urn>()
-        .map(|u| (u, None))
+        .map(|urn| Magnet {
+            urn,
+            name: None,
+            size: None,
+            tth: None,
+            sources: Vec::new(),
+        })
         .map_err(|_| format!("{s}: expected urn:sha1:<32 base32 characters> or a magnet link"))
 }
 
@@ -203,7 +205,11 @@ mod tests {
         assert_eq!(parse_target(&u.to_string()), Ok((u, None)));
         let m = format!("magnet:?xt={u}&dn=My+Song.ogg&xl=3");
         assert_eq!(parse_target(&m), Ok((u, Some("My Song.ogg".into()))));
-        assert!(parse_target("magnet:?dn=x").is_err());
+        assert!(
+            parse_target("magnet:?dn=x")
+                .unwrap_err()
+                .contains("no xt=urn:sha1")
+        );
         assert!(
             parse_target("hello")
                 .unwrap_err()

@@ -756,6 +756,8 @@ async fn add_download(
     )
     .await?;
     let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
+    // A magnet link with its size and a source (xl, xs) starts without a search.
+    let mut direct = None;
     let (urn, name): (Sha1Urn, Option<String>) = match (&d.urn, &d.magnet) {
         (Some(u), None) => (
             u.trim()
@@ -764,7 +766,9 @@ async fn add_download(
             None,
         ),
         (None, Some(m)) if d.search.is_none() => {
-            crate::cli::search::parse_target(m).map_err(bad)?
+            let link = crate::cli::search::parse_link(m).map_err(bad)?;
+            direct = link.spec();
+            (link.urn, link.name)
         }
         _ => {
             return Err(bad(
@@ -773,7 +777,7 @@ async fn add_download(
         }
     };
     let spec = match d.search {
-        None => None,
+        None => direct,
         Some(id) => match ctl.searches.spec(id, &urn) {
             Err(e) => return Err(search_error(e)),
             Ok(None) => {

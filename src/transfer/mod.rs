@@ -4,6 +4,7 @@
 pub mod altlocs;
 pub mod download;
 pub mod limit;
+pub mod magnet;
 pub mod plan;
 pub mod slots;
 pub mod upload;
