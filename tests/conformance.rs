@@ -29,6 +29,8 @@ const MIN_FILES: &[(&str, usize)] = &[
     ("urn", 3),
     // Run by tests/swarm_conformance.rs.
     ("swarm", 2),
+    // Run by tests/thex_conformance.rs.
+    ("thex", 4),
     // Run by tests/handshake_transcripts.rs.
     ("handshake", 10),
     // Run by tests/sim_scenarios.rs.

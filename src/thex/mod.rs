@@ -457,7 +457,8 @@ pub fn parse_thex(msg: &[u8], size: u64, root: &Tth) -> Result<HashTree, ThexErr
     let records = dime::parse(msg)?;
     let xml = records
         .iter()
-        .find(|r| r.kind == XML_TYPE.as_bytes())
+        // Media types are case-blind (RFC 2045), and gtk-gnutella reads them so.
+        .find(|r| r.kind.eq_ignore_ascii_case(XML_TYPE.as_bytes()))
         .ok_or(ThexError::NoXml)?;
     let xml = std::str::from_utf8(xml.data).map_err(|_| ThexError::BadXml("utf-8"))?;
     let num = |tag: &str, name: &'static str| -> Result<u64, ThexError> {
