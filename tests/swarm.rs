@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::temp_dir;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use servent::handshake::Role;
 use servent::net::NodeConfig;
 use servent::servent::{Servent, ServentConfig};
 use servent::transfer::download::{Progress, Source, Spec};
@@ -20,9 +21,25 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 async fn node(tag: &str, share: Option<(&str, &[u8])>, partial: bool, up_limit: u64) -> Servent {
+    node_in(tag, share, partial, up_limit, &[], Role::Leaf).await
+}
+
+/// A node in an overlay: linked to `peers`, in `role`.
+async fn node_in(
+    tag: &str,
+    share: Option<(&str, &[u8])>,
+    partial: bool,
+    up_limit: u64,
+    peers: &[std::net::SocketAddrV4],
+    role: Role,
+) -> Servent {
     let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir(tag));
     n.accept_private = true;
     n.bootstrap = Vec::new();
+    n.peers = peers.to_vec();
+    n.want_ultrapeers = Some(peers.len());
+    n.role = role;
+    n.tick = Duration::from_millis(100);
     let mut cfg = ServentConfig::new(n);
     if let Some((name, data)) = share {
         let d = temp_dir(&format!("{tag}-share"));
@@ -156,12 +173,18 @@ async fn raw(addr: std::net::SocketAddrV4, req: &str) -> String {
 /// A file still downloading is served only in the ranges that passed the tree check: a 206
 /// that stops where the verified range stops, a 416 with `X-Available-Ranges` elsewhere.
 #[async_std::test]
-async fn a_partial_file_is_served_only_in_its_verified_ranges() {
+async fn a_partial_file_is_found_by_a_search_and_served_only_in_its_verified_ranges() {
     let data = bytes(5, 4 * 1024 * 1024);
-    // A slow seed keeps the download partial for a while.
+    // A slow seed, outside the overlay, keeps the download partial for a while; the holder
+    // and a searcher are leaves of one ultrapeer.
     let seed = node("pf-seed", Some(("slow river.ogg", &data)), true, 256 * 1024).await;
     let spec = spec_from(&seed, "slow river.ogg", &data);
-    let holder = node("pf-holder", None, true, 0).await;
+    let up = node_in("pf-up", None, true, 0, &[], Role::Ultrapeer).await;
+    let up_addr = [up.node().listen_addr()];
+    let holder = node_in("pf-holder", None, true, 0, &up_addr, Role::Leaf).await;
+    let searcher = node_in("pf-searcher", None, true, 0, &up_addr, Role::Leaf).await;
+    common::wait_links(holder.node(), 1).await;
+    common::wait_links(searcher.node(), 1).await;
     let progress = Arc::new(Progress::default());
     let h = holder.clone();
     let p = progress.clone();
@@ -189,7 +212,36 @@ async fn a_partial_file_is_served_only_in_its_verified_ranges() {
             f.size,
         )
     };
-    let addr = holder.node().listen_addr();
+    // Its words and its urn find it, in a hit that says it is partial (GGEP PRU) and gives
+    // its Tiger root. The ultrapeer forwards the query only once the holder's routing table
+    // has the name, so ask until a hit comes (or 30 s).
+    let found = 'found: loop {
+        for search in [
+            searcher.search("slow river"),
+            searcher.search_urn(&spec.urn),
+        ] {
+            let end = Instant::now() + Duration::from_secs(1);
+            let mut hits = Vec::new();
+            while let Some(left) = end.checked_duration_since(Instant::now()) {
+                match async_std::future::timeout(left, search.hits.recv()).await {
+                    Ok(Ok(msg)) => hits.extend(servent::servent::found_in_hit(&msg)),
+                    _ => break,
+                }
+            }
+            searcher.stop_search(&search.muid);
+            if let Some(f) = hits.into_iter().find(|f| f.urn == spec.urn) {
+                break 'found f;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no hit for the partial file"
+        );
+    };
+    assert!(found.partial, "{found:?}");
+    assert_eq!(found.source.addr, holder.node().listen_addr());
+    assert_eq!((found.size, found.tth), (spec.size, spec.tth));
+    let addr = found.source.addr;
     let get = |range: String| {
         format!(
             "GET /uri-res/N2R?{} HTTP/1.1\r\nHost: x\r\nRange: bytes={range}\r\nConnection: close\r\n\r\n",

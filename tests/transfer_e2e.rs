@@ -6,6 +6,8 @@ mod common;
 
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
@@ -291,6 +293,97 @@ async fn liar(len: u64) -> SocketAddrV4 {
         }
     });
     addr
+}
+
+/// Serves `data` honestly, but for one byte of its first answer, flipped; counts the
+/// requests it answers.
+async fn flips_one_byte(data: Arc<Vec<u8>>, answered: Arc<AtomicUsize>) -> SocketAddrV4 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = match l.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    };
+    let flipped = Arc::new(AtomicBool::new(false));
+    async_std::task::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (data, answered, flipped) = (data.clone(), answered.clone(), flipped.clone());
+            async_std::task::spawn(async move {
+                let len = data.len() as u64;
+                let mut buf = vec![0u8; 8192];
+                while let Some(range) = read_range(&mut s, &mut buf).await {
+                    let (a, b) = range.unwrap_or((0, len - 1));
+                    let mut body = data[a as usize..=b as usize].to_vec();
+                    if !flipped.swap(true, Ordering::SeqCst) {
+                        body[0] ^= 0xFF;
+                    }
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{len}\r\n\r\n",
+                        body.len()
+                    );
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(&body).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[async_std::test]
+async fn one_corrupt_chunk_is_caught_by_the_tree_at_that_chunk_and_fetched_again_elsewhere() {
+    let data = Arc::new(bytes(5, 4 * 1024 * 1024));
+    let urn = Sha1Urn::digest(&data);
+    let good = servent(
+        Role::Ultrapeer,
+        &[],
+        vec![share_dir("onebad-good", &[("album.flac", &data)])],
+        Some(false),
+    )
+    .await;
+    // Slowed, so that the flaky source surely serves more than its first answer.
+    good.set_limits(Some(2 << 20), None);
+    let f = good.library().read().unwrap().files()[0].clone();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let flaky = flips_one_byte(data.clone(), answered.clone()).await;
+    let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
+    let source = |addr, index, servent| Source {
+        addr,
+        index,
+        name: "album.flac".into(),
+        servent,
+        push: false,
+    };
+    let spec = Spec {
+        urn,
+        size: data.len() as u64,
+        name: "album.flac".into(),
+        sources: vec![
+            source(flaky, FileIndex(1), ServentId([2; 16])),
+            source(good.node().listen_addr(), f.index, good.node().servent()),
+        ],
+        // The root from the hit; the tree itself comes from the good source's X-Thex-URI.
+        tth: f.tth,
+    };
+    let progress = Progress::default();
+    let path = getter
+        .download(spec, &temp_dir("onebad-dl"), &progress)
+        .await
+        .expect("the download completes without a whole-file failure");
+    assert_eq!(std::fs::read(&path).unwrap(), *data);
+    // Exactly the one slice with the flipped byte failed; nothing else was thrown away.
+    assert_eq!(progress.bad_slices.load(Ordering::Relaxed), 1);
+    // One bad slice is a strike, not a ban: the source went on serving.
+    assert!(
+        answered.load(Ordering::SeqCst) >= 2,
+        "the flaky source was dropped at once"
+    );
+    let (sources, _) = progress.detail();
+    let flaky_view = sources.iter().find(|s| s.addr == flaky).unwrap();
+    assert_ne!(flaky_view.state, servent::transfer::plan::SourceState::Bad);
 }
 
 #[async_std::test]
