@@ -800,6 +800,8 @@ struct SharedView {
     name: String,
     size: u64,
     urn: Sha1Urn,
+    /// The Tiger tree root, for magnet links (`xt=urn:tree:tiger:…`).
+    tth: Option<crate::thex::Tth>,
 }
 
 #[derive(Serialize)]
@@ -820,6 +822,7 @@ fn shares(ctl: &Control) -> Shares {
                 name: f.name.clone(),
                 size: f.size,
                 urn: f.sha1,
+                tth: f.tth,
             })
             .collect(),
     }
