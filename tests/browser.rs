@@ -593,6 +593,17 @@ fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
     );
     assert_eq!(injected, json!(0));
 
+    // The rate limits are set from the page; a slowed download shows its chunk map and the
+    // sources it uses while it runs.
+    let set_limit = |v: &str| {
+        b.type_into(&b.find("#download-limit"), v);
+        b.click(&b.find("#limits-button"));
+    };
+    set_limit("64K");
+    wait_for("the download limit to be 64K", || {
+        (net.daemon.limits().1 == 64 * 1024).then_some(())
+    });
+
     // One click downloads; the row's progress reaches 100 % and the state says done.
     let button = b.find(&format!(
         ".download-button[data-urn=\"{}\"]",
@@ -600,6 +611,29 @@ fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
     ));
     b.click(&button);
     let row = b.find(".download-row");
+    let swarm = wait_for("the chunk map and the sources in use", || {
+        let v = b.js(
+            "const r = arguments[0], m = r.querySelector('.chunk-map'); \
+             return {shown: !m.hidden, cells: m.children.length, \
+                     held: m.querySelectorAll('.held').length, \
+                     sources: r.querySelectorAll('.swarm-source').length, \
+                     summary: r.querySelector('.swarm-summary').textContent};",
+            json!([{ ELEMENT: row }]),
+        );
+        (v["shown"] == json!(true)
+            && v["cells"].as_u64() == Some(64)
+            && v["sources"].as_u64() >= Some(1))
+        .then_some(v)
+    });
+    assert!(
+        swarm["summary"].as_str().unwrap_or("").contains("in use"),
+        "{swarm}"
+    );
+    b.screenshot("page-downloading");
+    set_limit("off");
+    wait_for("the download limit to be off", || {
+        (net.daemon.limits().1 == 0).then_some(())
+    });
     wait_for("the download to finish", || {
         let v = b.js(
             "const r = arguments[0], p = r.querySelector('progress'); \

@@ -285,7 +285,11 @@ function renderStatus(s) {
   $('status-uptime').textContent = fmtDuration(s.uptime_secs);
   const t = s.transfers || {};
   $('status-transfers').textContent =
-    `${plural(t.downloads_active || 0, 'download')}, ${plural(t.uploads_active || 0, 'upload')} running`;
+    `${plural(t.downloads_active || 0, 'download')}, ${plural(t.uploads_active || 0, 'upload')} running; ` +
+    `${fmtBytes(t.bytes_uploaded || 0)} sent (${fmtBytes(t.bytes_uploaded_partial || 0)} from files still downloading), ` +
+    `${fmtBytes(t.bytes_downloaded || 0)} received`;
+  const rate = (bps) => (bps ? `${fmtBytes(bps)}/s` : 'no limit');
+  $('limits-now').textContent = `now: up ${rate(t.upload_limit_bps)}, down ${rate(t.download_limit_bps)}`;
   $('status-version').textContent = s.version || '–';
   $('status-guid').textContent = s.servent_guid || '–';
 
@@ -646,8 +650,44 @@ function downloadRow(d) {
       el('span', { class: 'percent' })),
     el('div', { class: 'row-sub muted' },
       el('span', { class: 'bytes' }), el('span', { class: 'rate' }), el('span', { class: 'eta' }), el('span', { class: 'nsources' })),
+    el('div', { class: 'chunk-map', role: 'img' }),
+    el('details', { class: 'swarm' },
+      el('summary', { class: 'swarm-summary' }),
+      el('ul', { class: 'swarm-list' })),
     el('p', { class: 'detail muted' }),
     el('div', { class: 'actions' }, pause, resume, cancel));
+}
+
+// The chunk map's cells: '#' held, '>' in flight, '.' missing.
+const CHUNK_CLASS = { '#': 'held', '>': 'flight', '.': 'missing' };
+
+/** The chunk map as a bar of cells, and the sources in use with what each gave. */
+function updateSwarm(row, d, running) {
+  const map = row.querySelector('.chunk-map');
+  const chunks = typeof d.chunks === 'string' ? d.chunks : '';
+  map.hidden = !running || !chunks;
+  if (map.dataset.chunks !== chunks) {
+    map.dataset.chunks = chunks;
+    map.replaceChildren(...[...chunks].map((c) => el('span', { class: CHUNK_CLASS[c] || 'missing' })));
+  }
+  const count = (ch) => [...chunks].filter((c) => c === ch).length;
+  const label = `Chunk map: ${count('#')} of ${chunks.length} parts held, ${count('>')} in flight, ${count('.')} missing; ` +
+    `${fmtBytes(d.verified || 0)} checked against the Tiger tree, ${fmtBytes(d.from_partial || 0)} from other downloaders`;
+  map.setAttribute('aria-label', label);
+  map.title = label;
+  const swarm = Array.isArray(d.swarm) ? d.swarm : [];
+  const details = row.querySelector('.swarm');
+  details.hidden = !running || swarm.length === 0;
+  const partial = swarm.filter((s) => s.partial).length;
+  const mesh = swarm.filter((s) => s.from_mesh).length;
+  row.querySelector('.swarm-summary').textContent =
+    `${plural(swarm.length, 'source')} in use: ${partial} partial, ${mesh} from the download mesh`;
+  row.querySelector('.swarm-list').replaceChildren(...swarm.map((s) => el('li', { class: 'swarm-source' },
+    el('span', { class: 'mono' }, String(s.addr)),
+    ` ${fmtBytes(s.bytes)}`,
+    s.partial ? el('span', { class: 'badge' }, 'partial') : null,
+    s.from_mesh ? el('span', { class: 'badge' }, 'mesh') : null,
+    s.state && s.state !== 'active' && s.state !== 'idle' ? el('span', { class: 'muted' }, ` ${s.state}`) : null)));
 }
 
 function updateDownloadRow(row, d) {
@@ -680,6 +720,7 @@ function updateDownloadRow(row, d) {
   detail.textContent = d.error ? `Error: ${d.error}` : done && d.path ? `Saved as ${d.path}` : '';
   detail.className = d.error ? 'detail bad-text' : 'detail muted';
   detail.hidden = !detail.textContent;
+  updateSwarm(row, d, running);
   row.querySelector('.pause-button').hidden = !running;
   // The API resumes paused and failed downloads, and cancels any that is not done.
   row.querySelector('.resume-button').hidden = !(paused || d.state === 'failed');
@@ -689,8 +730,27 @@ function updateDownloadRow(row, d) {
 
 // --- start -------------------------------------------------------------------------------
 
+/** The rate limits form: "512K", "4M" or "off"; an empty field leaves that limit alone. */
+async function setLimits(ev) {
+  ev.preventDefault();
+  const body = {};
+  const up = $('upload-limit').value.trim();
+  const down = $('download-limit').value.trim();
+  if (up) body.upload_limit = up;
+  if (down) body.download_limit = down;
+  if (!up && !down) return;
+  const now = await act('The limits could not be changed', () => api('PATCH', '/api/settings', body));
+  if (now) {
+    $('upload-limit').value = '';
+    $('download-limit').value = '';
+    $('limits-now').textContent = `now: up ${now.upload_limit}, down ${now.download_limit}`;
+    poll();
+  }
+}
+
 function init() {
   takeTokenFromUrl();
+  $('limits-form').addEventListener('submit', setLimits);
   $('login-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const t = $('token-input').value.trim();
