@@ -581,7 +581,7 @@ async fn a_search_streams_a_file_from_another_node_and_downloads_complete() {
     assert_eq!(
         shape(&shares),
         json!({"folders": ["string"], "files": [{"name": "string", "size": "number",
-                                                  "urn": "string"}]})
+                                                  "urn": "string", "tth": "string"}]})
     );
     assert_eq!(shares["files"].as_array().unwrap().len(), 2);
     std::fs::write(dir.join("more.txt"), b"more").unwrap();
