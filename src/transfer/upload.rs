@@ -726,7 +726,10 @@ async fn respond_inner(
     if let Some(have) = &file.partial {
         insert(h, "X-Available-Ranges", &have.format_available());
     }
+    // Only a complete file's tree is served (N2X), so only its replies point at one; the
+    // connection's first such reply carries it.
     if let Some(tth) = file.tth
+        && file.partial.is_none()
         && !conn.thex_sent.swap(true, Ordering::Relaxed)
     {
         insert(
