@@ -124,6 +124,32 @@ pub fn reply_headers(
     }
 }
 
+/// Most sources a running download takes from the mesh at one look.
+const MESH_LOOK: usize = 32;
+
+/// Sources of `urn` in the mesh, new since `since`: what downloaders of the file told us in
+/// their requests' `X-Alt` as much as what sources told us, so that our own running download
+/// of it uses them too (gtk-gnutella swarms with both).
+pub fn mesh_sources(up: &Uploads, urn: &Sha1Urn, since: Option<Instant>) -> Vec<SocketAddrV4> {
+    let exclude: Vec<SocketAddrV4> = up.me.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let filter = SelectFilter {
+        for_peer: std::net::Ipv4Addr::UNSPECIFIED,
+        exclude: &exclude,
+        exclude_guids: &[],
+        only_good: false,
+        since,
+        max: MESH_LOOK,
+        max_fw: 0,
+    };
+    let (alts, _) = up.mesh.lock().unwrap_or_else(|e| e.into_inner()).select(
+        *urn,
+        &filter,
+        &mut rng(),
+        Instant::now(),
+    );
+    alts.into_iter().map(|a| a.addr).collect()
+}
+
 /// The `X-Alt` of a download request: ourselves first when we share what we have (as
 /// gtk-gnutella does on every request), then, on a connection's first request, the sources
 /// that served us.

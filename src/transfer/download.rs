@@ -323,7 +323,8 @@ enum Fetched {
         cut: bool,
     },
     /// A partial source has only these ranges (416, or a 503 that says so: SWARM.md §1.3).
-    Unavailable(RangeSet, Vec<SocketAddrV4>),
+    /// It lacks the range; it has these, and may say when to ask again.
+    Unavailable(RangeSet, Vec<SocketAddrV4>, Option<Duration>),
     /// Busy: ask again after this long; it named these other sources.
     Busy(Duration, Vec<SocketAddrV4>),
     /// It does not serve the file now (a PFSP alt-loc may say 404 while the file is not rare,
@@ -543,6 +544,10 @@ fn usable_addr(a: SocketAddrV4, accept_private: bool) -> bool {
 const MAX_TREE: usize = 260 * 1024;
 /// A partial source with nothing we need is asked again this often: it grows as it downloads.
 const PARTIAL_POLL: Duration = Duration::from_millis(500);
+/// How often a running download looks in the mesh for sources it does not know.
+const MESH_LOOK_EVERY: Duration = Duration::from_secs(2);
+/// Longest wait between probes of a partial source that has nothing new.
+const MAX_PROBE_WAIT: Duration = Duration::from_secs(16);
 /// Sources that failed this many times in a row are given up.
 const MAX_SOURCE_FAILURES: u32 = 3;
 /// A download whose sources all wait or fail without a byte for this long ends as failed.
@@ -629,7 +634,10 @@ async fn fetch(
         // A whole-file answer to a range request: skip to our part.
         200 => (0, end),
         416 | 503 if available.as_ref().is_some_and(|a| !a.contains(start)) => {
-            return Fetched::Unavailable(available.unwrap_or_default(), alts);
+            let retry = hv("Retry-After")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s).min(MAX_RETRY_WAIT));
+            return Fetched::Unavailable(available.unwrap_or_default(), alts, retry);
         }
         503 => {
             let wait = hv("Retry-After")
@@ -877,24 +885,27 @@ async fn worker(dl: &Dl<'_>, si: usize) {
             futures_lite::future::pending::<()>().await;
         };
         let mut first = true;
+        let mut probe_wait = PARTIAL_POLL;
         let run = async {
             loop {
                 if dl.finished() || dl.stalled() {
                     return true;
                 }
                 let next = lock(&dl.plan).take(si);
+                let probing = next.is_none();
                 let range = match next {
                     Some(r) => r,
                     None => {
-                        // Nothing for this source now. A partial source is asked again for
-                        // what is missing (it grows); a complete one waits for a range to
-                        // come back.
-                        let (partial, open) = {
+                        // Nothing for this source now. A partial source is asked again, now
+                        // and then, for what lies just past what it has (it grows); a
+                        // complete one waits for a range to come back.
+                        let (partial, probe) = {
                             let p = lock(&dl.plan);
-                            (p.sources[si].partial(), p.open_chunks().first().copied())
+                            (p.sources[si].partial(), p.probe_target(si))
                         };
-                        async_std::task::sleep(PARTIAL_POLL).await;
-                        let Some(probe) = open.filter(|_| partial) else {
+                        async_std::task::sleep(if partial { probe_wait } else { PARTIAL_POLL })
+                            .await;
+                        let Some(probe) = probe.filter(|_| partial) else {
                             continue;
                         };
                         match lock(&dl.plan).probe(si, probe) {
@@ -903,6 +914,7 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                         }
                     }
                 };
+                let held = lock(&dl.plan).sources[si].held();
                 if !handle(
                     dl,
                     &mut sender,
@@ -916,6 +928,22 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                 .await
                 {
                     return false;
+                }
+                // A probe that found nothing new waits twice as long next time (gtk-gnutella
+                // penalises early asks of a file that does not change), never less than the
+                // source's own Retry-After; news brings it back to the start.
+                let (grew, retry) = {
+                    let p = lock(&dl.plan);
+                    let s = &p.sources[si];
+                    (s.held() > held, s.retry_at)
+                };
+                if grew {
+                    probe_wait = PARTIAL_POLL;
+                } else if probing {
+                    probe_wait = (probe_wait * 2).min(MAX_PROBE_WAIT);
+                }
+                if let Some(at) = retry {
+                    probe_wait = probe_wait.max(at.saturating_duration_since(Instant::now()));
                 }
             }
         };
@@ -1032,10 +1060,11 @@ async fn handle(
             // A cut request leaves the rest of its body unread: a new connection.
             !cut
         }
-        Fetched::Unavailable(av, alts) => {
+        Fetched::Unavailable(av, alts, retry) => {
             {
                 let mut p = lock(&dl.plan);
                 p.sources[si].available = Some(av);
+                p.sources[si].retry_at = retry.map(|r| Instant::now() + r);
                 dl.publish(&p);
             }
             dl.add_alts(alts);
@@ -1199,7 +1228,18 @@ pub async fn download(
         dl.publish(&lock(&dl.plan));
         // A resumed file: check what is here as soon as a tree comes, hash it for the digest.
         dl.catch_up().await?;
-        run_workers(&dl, initial, rx).await;
+        // Beside the workers: sources that reach the mesh by other ways than our replies (a
+        // downloader naming itself in a request to us) join this download too.
+        let look = async {
+            let mut since = None;
+            loop {
+                async_std::task::sleep(MESH_LOOK_EVERY).await;
+                let now = Instant::now();
+                dl.add_alts(altlocs::mesh_sources(&dl.ctx.uploads, &dl.spec.urn, since));
+                since = Some(now);
+            }
+        };
+        futures_lite::future::or(run_workers(&dl, initial, rx), look).await;
         let (complete, why, tree, mut contributors) = {
             let p = lock(&dl.plan);
             let why: Vec<String> = p

@@ -74,6 +74,13 @@ impl SourceInfo {
         self.available.is_some()
     }
 
+    /// Bytes it says it holds (all of them for a complete source).
+    pub fn held(&self) -> u64 {
+        self.available
+            .as_ref()
+            .map_or(u64::MAX, RangeSet::covered_len)
+    }
+
     fn has(&self, at: u64) -> bool {
         self.available.as_ref().is_none_or(|r| r.contains(at))
     }
@@ -318,10 +325,37 @@ impl Plan {
         Some(self.fly(si, mid, end))
     }
 
+    /// What to ask a partial source that has nothing we need, to learn whether it grew: an
+    /// open chunk that starts where one of its ranges ends (a download fills forward), else
+    /// the first open one.
+    pub fn probe_target(&self, si: usize) -> Option<(u64, u64)> {
+        let open = self.open_chunks();
+        let ends: Vec<u64> = self
+            .sources
+            .get(si)?
+            .available
+            .as_ref()?
+            .iter()
+            .map(|r| r.end)
+            .collect();
+        open.iter()
+            .find(|c| ends.iter().any(|&e| c.0 <= e && e < c.1))
+            .or(open.first())
+            .map(|&(a, b)| {
+                // From the range's end, when it falls inside the chunk: what we ask is what it
+                // has not said it has.
+                let a = ends.iter().copied().find(|&e| a <= e && e < b).unwrap_or(a);
+                (a, b)
+            })
+    }
+
     /// Probes partial source `si` for `range` (it may have grown to hold it).
     pub fn probe(&mut self, si: usize, range: (u64, u64)) -> Option<(u64, u64)> {
-        (self.open_chunks().contains(&range) && !self.in_flight.iter().any(|f| f.si == si))
-            .then(|| self.fly(si, range.0, range.1))
+        let open = self
+            .open_chunks()
+            .iter()
+            .any(|&(a, b)| a <= range.0 && range.1 <= b && range.0 < range.1);
+        (open && !self.in_flight.iter().any(|f| f.si == si)).then(|| self.fly(si, range.0, range.1))
     }
 
     /// The request of `si` has received up to `got`; returns where it must now stop (less
@@ -614,6 +648,23 @@ mod tests {
         p.rated(s, 1 << 30, Duration::from_millis(10));
         let (a, b) = p.take(s).unwrap();
         assert!(b - a <= p.chunk && b - a > 2 * p.slice, "{}", b - a);
+    }
+
+    #[test]
+    fn a_partial_source_is_probed_just_past_what_it_has() {
+        let size = 16 << 20;
+        let mut p = Plan::new(size, None, RangeSet::new(), 1);
+        let s = p.add_source(src(1), true).unwrap();
+        p.sources[s].available = Some(ranges(&[(0, 3 << 19)]));
+        // Everything it has is held already.
+        p.wrote(s, 0, 3 << 19);
+        assert_eq!(p.take(s), None);
+        let (a, b) = p.probe_target(s).unwrap();
+        assert_eq!(a, 3 << 19, "from where its range ends");
+        assert!(b > a && b <= a + p.chunk);
+        assert_eq!(p.probe(s, (a, b)), Some((a, b)));
+        // Not twice at once.
+        assert_eq!(p.probe(s, (a, b)), None);
     }
 
     #[test]
