@@ -575,7 +575,7 @@ fn get(args: GetArgs) -> Result<(), String> {
             None => {
                 cli::search::joined(&s, &mut err).await?;
                 eprintln!("looking for sources of {urn}…");
-                let search = s.search_urn(&urn);
+                let search = s.search_urn_named(&urn, link.name.as_deref());
                 let wait = Duration::from_secs(args.wait);
                 let groups = cli::search::collect(&s, search, wait, |_| {}).await;
                 let Some(spec) = groups.0.into_iter().find(|g| g.urn == urn) else {

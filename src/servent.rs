@@ -220,6 +220,26 @@ pub struct Search {
     pub hits: Receiver<Arc<[u8]>>,
 }
 
+/// The words of a file name a query can carry: letters and digits, lower case, at most 8 and
+/// 120 bytes (the longest queries gtk-gnutella forwards are far longer).
+fn name_words(name: &str) -> String {
+    let mut out = String::new();
+    for w in name
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2)
+        .take(8)
+    {
+        if out.len() + w.len() + 1 > 120 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&w.to_lowercase());
+    }
+    out
+}
+
 /// Feeds the upload counters to the node's reputation (bandwidth, uploads served).
 async fn sample_uploads(node: Node, uploads: Arc<Uploads>) {
     use std::sync::atomic::Ordering;
@@ -407,9 +427,22 @@ impl Servent {
 
     /// Sends a search for a file by its SHA-1 (criteria `\`, as LimeWire and gtk-gnutella do).
     pub fn search_urn(&self, urn: &crate::wire::Sha1Urn) -> Search {
+        self.search_urn_named(urn, None)
+    }
+
+    /// A search for `urn` that also carries the words of its `name` when one is known (a
+    /// magnet's `dn`): gtk-gnutella routes queries to its leaves by words only, so a bare urn
+    /// query never reaches the leaves that hold the file.
+    pub fn search_urn_named(&self, urn: &crate::wire::Sha1Urn, name: Option<&str>) -> Search {
         let mut ext = crate::wire::ExtBuilder::new();
         ext.urn(urn).ggep(&partials_wanted());
-        self.search_payload(b"\\", &ext.finish())
+        let words = name.map(name_words).unwrap_or_default();
+        let criteria = if words.is_empty() {
+            b"\\".to_vec()
+        } else {
+            words.into_bytes()
+        };
+        self.search_payload(&criteria, &ext.finish())
     }
 
     fn search_payload(&self, criteria: &[u8], ext: &[u8]) -> Search {
@@ -731,4 +764,18 @@ async fn push_upload(shared: Arc<Shared>, addr: SocketAddrV4, index: u32) {
     }
     info!("push: connected to {addr}, serving over the callback");
     upload::serve(shared.uploads.clone(), stream, Vec::new(), addr).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_name_gives_the_words_a_query_carries() {
+        assert_eq!(
+            super::name_words("Interop Beta_sample (2024).BIN"),
+            "interop beta sample 2024 bin"
+        );
+        assert_eq!(super::name_words("a - b"), "");
+        let long = "word ".repeat(50);
+        assert_eq!(super::name_words(&long).split(' ').count(), 8);
+    }
 }

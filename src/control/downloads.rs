@@ -255,18 +255,18 @@ impl Downloads {
 
     /// Finds sources if needed, then downloads. The result is the saved file's path.
     async fn work(&self, id: u64) -> Result<PathBuf, String> {
-        let Some((urn, spec, progress)) = self
+        let Some((urn, spec, progress, name)) = self
             .lock()
             .iter()
             .find(|e| e.id == id)
-            .map(|e| (e.urn, e.spec.clone(), e.progress.clone()))
+            .map(|e| (e.urn, e.spec.clone(), e.progress.clone(), e.name.clone()))
         else {
             return Err("forgotten".into());
         };
         let spec = match spec {
             Some(s) => s,
             None => {
-                let s = self.find_sources(&urn).await?;
+                let s = self.find_sources(&urn, name.as_deref()).await?;
                 let mut list = self.lock();
                 let e = list.iter_mut().find(|e| e.id == id).ok_or("forgotten")?;
                 let mut s = s;
@@ -291,8 +291,8 @@ impl Downloads {
             .map_err(|e| e.to_string())
     }
 
-    async fn find_sources(&self, urn: &Sha1Urn) -> Result<Spec, String> {
-        let search = self.servent.search_urn(urn);
+    async fn find_sources(&self, urn: &Sha1Urn, name: Option<&str>) -> Result<Spec, String> {
+        let search = self.servent.search_urn_named(urn, name);
         let _stop = SearchGuard(&self.servent, search.muid);
         let mut specs = Vec::new();
         let mut end = Instant::now() + SOURCE_WAIT;
