@@ -295,15 +295,15 @@ async fn liar(len: u64) -> SocketAddrV4 {
     addr
 }
 
-/// Serves `data` honestly, but for one byte of its first answer, flipped; counts the
-/// requests it answers.
-async fn flips_one_byte(data: Arc<Vec<u8>>, answered: Arc<AtomicUsize>) -> SocketAddrV4 {
+/// Serves `data` with no tree, honestly but (with `flip`) for one byte of its first answer,
+/// flipped; counts the requests it answers.
+async fn raw_source(data: Arc<Vec<u8>>, answered: Arc<AtomicUsize>, flip: bool) -> SocketAddrV4 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = match l.local_addr().unwrap() {
         std::net::SocketAddr::V4(a) => a,
         _ => unreachable!(),
     };
-    let flipped = Arc::new(AtomicBool::new(false));
+    let flipped = Arc::new(AtomicBool::new(!flip));
     async_std::task::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let (data, answered, flipped) = (data.clone(), answered.clone(), flipped.clone());
@@ -348,7 +348,7 @@ async fn one_corrupt_chunk_is_caught_by_the_tree_at_that_chunk_and_fetched_again
     good.set_limits(Some(2 << 20), None);
     let f = good.library().read().unwrap().files()[0].clone();
     let answered = Arc::new(AtomicUsize::new(0));
-    let flaky = flips_one_byte(data.clone(), answered.clone()).await;
+    let flaky = raw_source(data.clone(), answered.clone(), true).await;
     let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
     let source = |addr, index, servent| Source {
         addr,
@@ -384,6 +384,46 @@ async fn one_corrupt_chunk_is_caught_by_the_tree_at_that_chunk_and_fetched_again
     let (sources, _) = progress.detail();
     let flaky_view = sources.iter().find(|s| s.addr == flaky).unwrap();
     assert_ne!(flaky_view.state, servent::transfer::plan::SourceState::Bad);
+}
+
+#[async_std::test]
+async fn a_download_no_source_offers_a_tree_for_gets_its_own_from_the_slices_it_hashed() {
+    let data = Arc::new(bytes(6, 3 * 1024 * 1024 + 4321));
+    let urn = Sha1Urn::digest(&data);
+    let plain = raw_source(data.clone(), Arc::new(AtomicUsize::new(0)), false).await;
+    let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
+    let spec = Spec {
+        urn,
+        size: data.len() as u64,
+        name: "no tree.bin".into(),
+        sources: vec![Source {
+            addr: plain,
+            index: FileIndex(1),
+            name: "no tree.bin".into(),
+            servent: ServentId([3; 16]),
+            push: false,
+        }],
+        tth: None,
+    };
+    let path = getter
+        .download(spec, &temp_dir("notree-dl"), &Progress::default())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), *data);
+    // The tree it now serves the file with is the file's, though no second pass read it.
+    let tree = getter
+        .uploads()
+        .partials
+        .read()
+        .unwrap()
+        .get(&urn)
+        .unwrap()
+        .tree
+        .clone();
+    assert_eq!(
+        tree.expect("a tree of its own").root(),
+        servent::thex::HashTree::of(&data).root()
+    );
 }
 
 #[async_std::test]

@@ -222,22 +222,20 @@ pub struct Context {
     pub accept_private: bool,
 }
 
-/// SHA-1 (and, until a tree arrives, our own Tiger tree) of the file's bytes, computed as
-/// the contiguous prefix grows: in the write path when bytes arrive in order, from the file
-/// (the page cache) when a gap closes.
+/// SHA-1 of the file's bytes, computed as the contiguous prefix grows: beside the write when
+/// bytes arrive in order, from the file (the page cache) when a gap closes. (The Tiger tree
+/// needs no second pass: the slice roots computed as responses land make it.)
 struct Digest {
     pos: u64,
     sha1: sha1::Sha1,
-    tiger: Option<TreeHasher>,
 }
 
 impl Digest {
-    fn new(tiger: bool) -> Self {
+    fn new() -> Self {
         use sha1::Digest as _;
         Digest {
             pos: 0,
             sha1: sha1::Sha1::new(),
-            tiger: tiger.then(TreeHasher::new),
         }
     }
 
@@ -247,9 +245,6 @@ impl Digest {
             return;
         }
         self.sha1.update(data);
-        if let Some(t) = &mut self.tiger {
-            t.update(data);
-        }
         self.pos += data.len() as u64;
     }
 }
@@ -433,7 +428,7 @@ impl<'a> Dl<'a> {
                     }
                     let mut d = lock(&self.digest);
                     if d.pos > a {
-                        *d = Digest::new(p.tree.is_none());
+                        *d = Digest::new();
                     }
                     self.progress
                         .done
@@ -500,6 +495,35 @@ impl<'a> Dl<'a> {
                 d.feed(at, &buf[..n]);
             }
             Ok(())
+        })
+        .await
+    }
+
+    /// The file's Tiger tree from the slice roots known, hashing from the file the slices
+    /// without one.
+    async fn own_tree(&self) -> io::Result<Option<Arc<crate::thex::HashTree>>> {
+        let (size, roots, ranges) = {
+            let p = lock(&self.plan);
+            let roots = p.own_roots();
+            let ranges: Vec<(u64, u64)> =
+                (0..roots.len() as u64).map(|i| p.slice_range(i)).collect();
+            (p.size, roots, ranges)
+        };
+        let file = self.file.clone();
+        async_std::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut lowest = Vec::with_capacity(roots.len());
+            for (root, (a, b)) in roots.into_iter().zip(ranges) {
+                lowest.push(match root {
+                    Some(r) => r,
+                    None => {
+                        let mut buf = vec![0u8; (b - a) as usize];
+                        file.read_exact_at(&mut buf, a)?;
+                        crate::thex::slice_root(&buf)
+                    }
+                });
+            }
+            Ok(crate::thex::HashTree::from_lowest(size, lowest).map(Arc::new))
         })
         .await
     }
@@ -707,10 +731,25 @@ async fn receive(
         let digest = dl.digest.clone();
         async_std::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
-            f.write_all_at(&buf, at)?;
             let mut roots = Vec::new();
-            hs.feed(at, &buf, &mut roots);
-            lock(&digest).feed(at, &buf);
+            let mut write_and_slice = || {
+                f.write_all_at(&buf, at)?;
+                hs.feed(at, &buf, &mut roots);
+                Ok::<_, io::Error>(())
+            };
+            // Bytes in order feed the SHA-1 on a second core while this one writes and hashes
+            // slices: Tiger (~540 MB/s here) and SHA-1 (~1 GB/s) one after the other held a
+            // download to a third of curl's speed.
+            if lock(&digest).pos == at {
+                std::thread::scope(|sc| {
+                    let sha = sc.spawn(|| lock(&digest).feed(at, &buf));
+                    let done = write_and_slice();
+                    let _ = sha.join();
+                    done
+                })?;
+            } else {
+                write_and_slice()?;
+            }
             Ok((buf, hs, roots))
         })
     };
@@ -1040,7 +1079,6 @@ async fn handle(
                             let tree = Arc::new(tree);
                             let mut p = lock(&dl.plan);
                             let verdicts = p.set_tree(tree.clone());
-                            lock(&dl.digest).tiger = None;
                             dl.after_verdicts(&mut p, verdicts);
                             dl.share_verified(&p);
                         }
@@ -1221,7 +1259,7 @@ pub async fn download(
             file: file.clone(),
             state_path: state_path.clone(),
             progress,
-            digest: Arc::new(Mutex::new(Digest::new(spec.tth.is_none()))),
+            digest: Arc::new(Mutex::new(Digest::new())),
             spawn: tx,
             last_bytes: Mutex::new(Instant::now()),
         };
@@ -1275,20 +1313,24 @@ pub async fn download(
         }
         dl.catch_up().await?;
         file.sync_all()?;
-        let (urn, own_tree) = {
+        let urn = {
             use sha1::Digest as _;
             let mut d = lock(&dl.digest);
-            let d = std::mem::replace(&mut *d, Digest::new(false));
-            (
-                Sha1Urn(d.sha1.finalize().into()),
-                d.tiger.map(TreeHasher::finish),
-            )
+            let d = std::mem::replace(&mut *d, Digest::new());
+            Sha1Urn(d.sha1.finalize().into())
+        };
+        // With no source's tree, ours: from the slice roots computed as bytes landed, and
+        // the file for the slices that came in pieces or before a restart.
+        let own_tree = if urn == spec.urn && tree.is_none() {
+            dl.own_tree().await?
+        } else {
+            None
         };
         if urn == spec.urn {
             let dest = final_path(dir, &spec.name);
             std::fs::rename(&part_path, &dest)?;
             let _ = std::fs::remove_file(&state_path);
-            let tree = tree.or_else(|| own_tree.map(Arc::new));
+            let tree = tree.or(own_tree);
             lock_w(&ctx.uploads.partials).update(&spec.urn, |f| {
                 f.path = dest.clone();
                 f.verified = RangeSet::full(spec.size);

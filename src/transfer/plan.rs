@@ -394,6 +394,15 @@ impl Plan {
         }
     }
 
+    /// Every slice's root computed so far while no tree is known, in order (`None` where a
+    /// slice's bytes never came whole in one response).
+    pub fn own_roots(&self) -> Vec<Option<Tth>> {
+        let n = self.size.div_ceil(self.slice).max(1);
+        (0..n)
+            .map(|i| self.pending_roots.get(&i).copied())
+            .collect()
+    }
+
     pub fn slice_range(&self, i: u64) -> (u64, u64) {
         (i * self.slice, ((i + 1) * self.slice).min(self.size))
     }
