@@ -11,7 +11,8 @@
 //!
 //! `cargo bench --bench swarm -- [MiB] [u_s MiB/s] [u MiB/s] [N…]` (default 16 4 1 and
 //! N = 1 2 4 8 16 32). Prints a Markdown table and writes `target/swarm-bench.svg`.
-//! `SWARM_TRACE=1` adds, each second, what the seed and the downloaders upload.
+//! `SWARM_TRACE=1` adds, each second, what the seed and the downloaders upload;
+//! `SWARM_ONLY=1` skips the client-server runs (for tuning the swarm).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -193,14 +194,18 @@ fn run(data: &[u8], n: usize, partial: bool, us: &str, u: &str) -> Duration {
     });
     let trace = std::env::var_os("SWARM_TRACE").is_some();
     let (mut last, mut prev, mut done) = (Instant::now(), (0u64, 0u64), vec![None; n]);
+    let mut prev_each = vec![0u64; n];
+    let u_bps = u.trim_end_matches('K').parse::<f64>().unwrap_or(0.0) * 1024.0;
     while done.iter().any(Option::is_none) {
         assert!(t0.elapsed() < RUN, "the downloads did not end");
         std::thread::sleep(Duration::from_millis(100));
+        let mut known = Vec::new();
         for (i, p) in peers.iter().enumerate() {
             if done[i].is_some() {
                 continue;
             }
             let list = p.get("/api/downloads").unwrap_or_default();
+            known.push(list[0]["swarm"].as_array().map_or(0, |a| a.len()));
             let state = list[0]["state"].as_str().unwrap_or("");
             assert!(state != "failed", "peer {i}: {}", list[0]["error"]);
             if state == "done" {
@@ -209,16 +214,25 @@ fn run(data: &[u8], n: usize, partial: bool, us: &str, u: &str) -> Duration {
         }
         if trace && last.elapsed() >= Duration::from_secs(1) {
             let s = seed.uploaded();
-            let q: u64 = peers.iter().map(Node::uploaded).sum();
+            let each: Vec<u64> = peers.iter().map(Node::uploaded).collect();
+            let q: u64 = each.iter().sum();
             let dt = last.elapsed().as_secs_f64();
+            // Peers that uploaded under half their share this second: capacity left unused.
+            let slow = each
+                .iter()
+                .zip(&prev_each)
+                .filter(|(a, b)| ((**a - **b) as f64 / dt) < 0.5 * u_bps)
+                .count();
             eprintln!(
-                "t={:>5.1} seed {:>5.2} MiB/s  peers {:>6.2} MiB/s  done {}/{n}",
+                "t={:>5.1} seed {:>5.2} MiB/s  peers {:>6.2} MiB/s ({slow} under half)  done {}/{n}  sources min {} max {}",
                 t0.elapsed().as_secs_f64(),
                 (s - prev.0) as f64 / dt / 1048576.0,
                 (q - prev.1) as f64 / dt / 1048576.0,
-                done.iter().filter(|d| d.is_some()).count()
+                done.iter().filter(|d| d.is_some()).count(),
+                known.iter().min().unwrap_or(&0),
+                known.iter().max().unwrap_or(&0),
             );
-            (last, prev) = (Instant::now(), (s, q));
+            (last, prev, prev_each) = (Instant::now(), (s, q), each);
         }
     }
     // Every copy is the file, byte for byte.
@@ -338,7 +352,11 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
     for &n in &ns {
-        let cs = run(&data, n, false, &us, &u).as_secs_f64();
+        let cs = if std::env::var_os("SWARM_ONLY").is_some() {
+            f64::NAN
+        } else {
+            run(&data, n, false, &us, &u).as_secs_f64()
+        };
         let p2p = run(&data, n, true, &us, &u).as_secs_f64();
         let nf = n as f64 * mib;
         let bound_cs = nf / us_mib;

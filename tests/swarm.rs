@@ -170,6 +170,18 @@ async fn raw(addr: std::net::SocketAddrV4, req: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).to_string()
 }
 
+/// The whole answer, read until the peer closes (`Connection: close`).
+async fn raw_bytes(addr: std::net::SocketAddrV4, req: &str) -> Vec<u8> {
+    let mut s = async_std::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    async_std::future::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
 /// A file still downloading is served only in the ranges that passed the tree check: a 206
 /// that stops where the verified range stops, a 416 with `X-Available-Ranges` elsewhere.
 #[async_std::test]
@@ -276,8 +288,11 @@ async fn a_partial_file_is_found_by_a_search_and_served_only_in_its_verified_ran
         ok.to_lowercase().contains("x-available-ranges: bytes "),
         "{ok}"
     );
-    // No tree is pointed at for a partial file: N2X serves complete files only (below).
-    assert!(!ok.to_lowercase().contains("x-thex-uri"), "{ok}");
+    // It got the tree from the seed, so it points at it, and serves it (below).
+    assert!(
+        ok.to_lowercase().contains("x-thex-uri: /uri-res/n2x?"),
+        "{ok}"
+    );
     let no = raw(addr, &get(format!("{missing}-{missing}"))).await;
     assert!(
         no.starts_with("HTTP/1.1 416 Requested range not available yet"),
@@ -287,8 +302,8 @@ async fn a_partial_file_is_found_by_a_search_and_served_only_in_its_verified_ran
         no.to_lowercase().contains("x-available-ranges: bytes "),
         "{no}"
     );
-    // And a partial file's tree is not served: only a complete source vouches for one.
-    let thex = raw(
+    // Its tree is served, as the seed's would be, and checks out against the file's root.
+    let thex = raw_bytes(
         addr,
         &format!(
             "GET /uri-res/N2X?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -296,7 +311,19 @@ async fn a_partial_file_is_found_by_a_search_and_served_only_in_its_verified_ran
         ),
     )
     .await;
-    assert!(thex.starts_with("HTTP/1.1 404"), "{thex}");
+    assert!(
+        thex.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&thex)
+    );
+    let body = thex
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| &thex[i + 4..])
+        .unwrap();
+    let root = spec.tth.unwrap();
+    let tree = servent::thex::parse_thex(body, spec.size, &root).expect("a good tree");
+    assert_eq!(tree.root(), root);
     drop(dl);
 }
 

@@ -14,6 +14,7 @@ use log::debug;
 use super::upload::Uploads;
 use crate::swarm::altloc::{AltLoc, format_x_alt, parse_x_alt, parse_x_nalt};
 use crate::swarm::mesh::{MeshEntry, SelectFilter};
+use crate::swarm::ranges::{RangeSet, parse_available};
 use crate::wire::Sha1Urn;
 
 /// Bytes of `X-Alt` in one reply: gtk-gnutella sizes mesh headers to what is left of a 3072-byte
@@ -76,6 +77,18 @@ pub fn learn(
             mesh.add(*urn, MeshEntry::Direct(a), node, now);
         }
     }
+    // A downloader's own ranges (sent by servents on every request): kept while we download
+    // the file too, under the address it listens on, on the IP it really came from.
+    if let Some(n) = node
+        && let Some(size) = downloading(up, urn)
+        && let Some(r) = header(h, "X-Available-Ranges").and_then(|v| parse_available(v, size).ok())
+    {
+        let who = SocketAddrV4::new(*peer.ip(), n.port());
+        up.peer_ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put((*urn, who), r);
+    }
     if let Some(bad) = header(h, "X-Nalt").and_then(|v| parse_x_nalt(v).ok()) {
         for a in bad {
             mesh.negative(*urn, a.addr, *peer.ip(), now);
@@ -122,6 +135,39 @@ pub fn reply_headers(
     if let Ok(v) = HeaderValue::from_str(&v) {
         h.insert("X-Alt", v);
     }
+}
+
+/// The size of `urn` when we are downloading it.
+fn downloading(up: &Uploads, urn: &Sha1Urn) -> Option<u64> {
+    let parts = up.partials.read().unwrap_or_else(|e| e.into_inner());
+    parts.get(urn).filter(|f| !f.complete).map(|f| f.size)
+}
+
+/// What downloaders of `urn` last said they hold, and where they listen.
+pub fn peer_ranges(up: &Uploads, urn: &Sha1Urn) -> Vec<(SocketAddrV4, RangeSet)> {
+    up.peer_ranges
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|((u, _), _)| u == urn)
+        .map(|((_, a), r)| (*a, r.clone()))
+        .collect()
+}
+
+/// `X-Available-Ranges` of a request: what we verified of the file, when we offer it; at
+/// most this long (a subset is still true).
+const REQUEST_RANGES_BUDGET: usize = 2048;
+
+pub fn request_ranges(verified: &RangeSet) -> Option<String> {
+    if verified.is_empty() {
+        return None;
+    }
+    let mut v = verified.format_available();
+    if v.len() > REQUEST_RANGES_BUDGET {
+        let cut = v[..REQUEST_RANGES_BUDGET].rfind(',')?;
+        v.truncate(cut);
+    }
+    Some(v)
 }
 
 /// Most sources a running download takes from the mesh at one look.

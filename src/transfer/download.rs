@@ -387,6 +387,24 @@ impl<'a> Dl<'a> {
         self.publish(&p);
     }
 
+    /// Takes in what peers downloading this file too said they hold, in their requests to
+    /// us: a known partial source's ranges grow without a probe.
+    fn peer_news(&self) {
+        let news = altlocs::peer_ranges(&self.ctx.uploads, &self.spec.urn);
+        if news.is_empty() {
+            return;
+        }
+        let mut p = lock(&self.plan);
+        for (addr, ranges) in news {
+            if let Some(s) = p.sources.iter_mut().find(|s| s.src.addr == addr)
+                && s.available.is_some()
+                && ranges.covered_len() > s.held()
+            {
+                s.available = Some(ranges);
+            }
+        }
+    }
+
     /// Judges slice roots that came in; a bad slice resets the digest if it had passed it.
     fn judge(&self, roots: Vec<(u64, Tth)>) {
         if roots.is_empty() {
@@ -568,6 +586,8 @@ fn usable_addr(a: SocketAddrV4, accept_private: bool) -> bool {
 const MAX_TREE: usize = 260 * 1024;
 /// A partial source with nothing we need is asked again this often: it grows as it downloads.
 const PARTIAL_POLL: Duration = Duration::from_millis(500);
+/// How often a running download reads the ranges its peers sent in their requests to us.
+const RANGES_LOOK_EVERY: Duration = Duration::from_millis(250);
 /// How often a running download looks in the mesh for sources it does not know.
 const MESH_LOOK_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait between probes of a partial source that has nothing new.
@@ -602,6 +622,15 @@ async fn fetch(
         req = req.header("X-Node", me.to_string());
     }
     let verified_any = !lock(&dl.plan).verified.is_empty();
+    // Our own pieces, so that a source downloading the file too knows what to ask us for
+    // without probing (BitTorrent's HAVE; gtk-gnutella ignores the header in a request).
+    if me.is_some()
+        && verified_any
+        && dl.ctx.uploads.shares_partials()
+        && let Some(v) = altlocs::request_ranges(&lock(&dl.plan).verified)
+    {
+        req = req.header("X-Available-Ranges", v);
+    }
     if let Some(alt) = altlocs::request_alt(
         &dl.ctx.uploads,
         &spec.urn,
@@ -942,8 +971,28 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                             let p = lock(&dl.plan);
                             (p.sources[si].partial(), p.probe_target(si))
                         };
-                        async_std::task::sleep(if partial { probe_wait } else { PARTIAL_POLL })
-                            .await;
+                        if partial {
+                            // Woken early when the source's ranges grow by other news.
+                            let (until, held) = (
+                                Instant::now() + probe_wait,
+                                lock(&dl.plan).sources[si].held(),
+                            );
+                            while Instant::now() < until
+                                && lock(&dl.plan).sources[si].held() == held
+                            {
+                                async_std::task::sleep(
+                                    RANGES_LOOK_EVERY
+                                        .min(until.saturating_duration_since(Instant::now())),
+                                )
+                                .await;
+                            }
+                            if lock(&dl.plan).sources[si].held() > held {
+                                probe_wait = PARTIAL_POLL;
+                                continue;
+                            }
+                        } else {
+                            async_std::task::sleep(PARTIAL_POLL).await;
+                        }
                         let Some(probe) = probe.filter(|_| partial) else {
                             continue;
                         };
@@ -1270,11 +1319,15 @@ pub async fn download(
         // downloader naming itself in a request to us) join this download too.
         let look = async {
             let mut since = None;
+            let mut last_mesh = Instant::now();
             loop {
-                async_std::task::sleep(MESH_LOOK_EVERY).await;
-                let now = Instant::now();
-                dl.add_alts(altlocs::mesh_sources(&dl.ctx.uploads, &dl.spec.urn, since));
-                since = Some(now);
+                async_std::task::sleep(RANGES_LOOK_EVERY).await;
+                dl.peer_news();
+                if last_mesh.elapsed() >= MESH_LOOK_EVERY {
+                    let now = Instant::now();
+                    dl.add_alts(altlocs::mesh_sources(&dl.ctx.uploads, &dl.spec.urn, since));
+                    (since, last_mesh) = (Some(now), now);
+                }
             }
         };
         futures_lite::future::or(run_workers(&dl, initial, rx), look).await;

@@ -25,7 +25,7 @@ use async_std::channel::{Receiver, Sender, bounded};
 pub const MAX_WAITING: usize = 256;
 pub const MAX_WAITING_PER_IP: usize = 64;
 /// How long a request waits for a slot before it is told to come back.
-pub const HOLD: Duration = Duration::from_secs(3);
+pub const HOLD: Duration = Duration::from_secs(1);
 /// Retry hints: a request that waited its turn out comes back soon; one that found the queue
 /// full, later.
 const RETRY_AFTER_WAIT: Duration = Duration::from_secs(1);

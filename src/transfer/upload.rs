@@ -77,7 +77,15 @@ pub struct Uploads {
     pub partial_bytes_sent: Arc<AtomicU64>,
     /// Uploads in progress and the last ones finished, for status displays.
     pub tracker: Arc<Tracker>,
+    /// What downloaders of files we are downloading too said they hold, in their requests'
+    /// `X-Available-Ranges` (keyed by file and the address they listen on): our download of
+    /// the file reads it, so a peer's new pieces are known without asking it.
+    pub peer_ranges: Mutex<lru::LruCache<(Sha1Urn, SocketAddrV4), RangeSet>>,
 }
+
+/// Peers' ranges kept at once (in all: an address can only fill the entries of its own IP,
+/// and the oldest go first).
+pub const PEER_RANGES: usize = 1024;
 
 impl Uploads {
     pub fn new(library: Arc<RwLock<Library>>, max_slots: usize) -> Arc<Self> {
@@ -116,6 +124,9 @@ impl Uploads {
             bytes_sent: Arc::new(AtomicU64::new(0)),
             partial_bytes_sent: Arc::new(AtomicU64::new(0)),
             tracker: Arc::new(Tracker::default()),
+            peer_ranges: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(PEER_RANGES).expect("> 0"),
+            )),
         }
     }
 
@@ -726,10 +737,9 @@ async fn respond_inner(
     if let Some(have) = &file.partial {
         insert(h, "X-Available-Ranges", &have.format_available());
     }
-    // Only a complete file's tree is served (N2X), so only its replies point at one; the
-    // connection's first such reply carries it.
+    // A file still downloading points at its tree only once it holds one (N2X serves it then);
+    // the connection's first such reply carries it.
     if let Some(tth) = file.tth
-        && file.partial.is_none()
         && !conn.thex_sent.swap(true, Ordering::Relaxed)
     {
         insert(
@@ -774,8 +784,8 @@ async fn respond_inner(
 }
 
 /// `/uri-res/N2X?urn:sha1:…`: the file's Tiger tree as a THEX DIME message, `200` with its
-/// length, never in ranges (SWARM.md §3.4). Like gtk-gnutella, only for complete files: a
-/// partial file's tree is not ours to vouch for.
+/// length, never in ranges (SWARM.md §3.4). gtk-gnutella serves trees of complete files only;
+/// we serve a partial file's too once it holds one: the taker checks it against its root.
 fn thex_reply(
     up: &Uploads,
     req: &Request<Incoming>,
@@ -788,8 +798,11 @@ fn thex_reply(
             "Malformed URN in /uri-res/N2X request",
         );
     };
+    // A file still downloading has its tree once one came and matched the root it trusts:
+    // the same tree a complete source serves, and checked against the root by whoever takes
+    // it. Serving it lets a swarm whose seed is busy check its slices all the same.
     let tree = match by_urn(up, &urn) {
-        Some(f) if f.partial.is_none() => {
+        Some(f) => {
             let tree = f.tth.and_then(|t| {
                 let from_partial = up
                     .partials
@@ -806,7 +819,7 @@ fn thex_reply(
                 _ => return status(StatusCode::NOT_FOUND, "No tree for this file"),
             }
         }
-        _ => return status(StatusCode::NOT_FOUND, "Not Found"),
+        None => return status(StatusCode::NOT_FOUND, "Not Found"),
     };
     let msg = crate::thex::encode_thex(&tree);
     debug!("serving the Tiger tree of {urn} to {peer}");
