@@ -278,3 +278,32 @@ pub fn source_failed(up: &Uploads, urn: &Sha1Urn, addr: SocketAddrV4) {
         .unwrap_or_else(|e| e.into_inner())
         .remove_and_ban(*urn, addr, Instant::now());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_ranges_in_a_request_are_bounded_and_still_true() {
+        assert_eq!(request_ranges(&RangeSet::new()), None);
+        let mut few = RangeSet::new();
+        few.insert(0, 1024);
+        few.insert(4096, 8192);
+        assert_eq!(
+            request_ranges(&few).as_deref(),
+            Some("bytes 0-1023, 4096-8191")
+        );
+        // Thousands of pieces: cut at a range boundary, every range kept one we hold.
+        let mut many = RangeSet::new();
+        for i in 0..5000u64 {
+            many.insert(i * 1_000_000, i * 1_000_000 + 1000);
+        }
+        let v = request_ranges(&many).unwrap();
+        assert!(v.len() <= REQUEST_RANGES_BUDGET, "{}", v.len());
+        let back = parse_available(&v, 5_000_000_000).unwrap();
+        assert!(back.covered_len() > 0);
+        for r in back.iter() {
+            assert!(many.contains_range(r.start, r.end), "{r:?}");
+        }
+    }
+}
