@@ -7,6 +7,7 @@
 //! gtk-gnutella (tag v1.2.3) is the reference; each bound names its source beside it.
 
 pub mod altloc;
+pub mod choke;
 pub mod mesh;
 pub mod ranges;
 
