@@ -89,8 +89,9 @@ interrupted download resumes from where it stopped.",
     example = "servent get 'magnet:?xt=urn:sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ&dn=empty.txt'"
 )]
 struct GetArgs {
-    /// urn:sha1:<base32> or magnet:?xt=urn:sha1:… (a link with xl=SIZE and
-    /// xs=http://HOST:PORT/… downloads from that source at once, without a search)
+    /// urn:sha1:<base32> or magnet:?xt=urn:sha1:… (a link with a source,
+    /// xs=http://HOST:PORT/…, downloads from it at once, without a search; its size comes
+    /// from xl= or from the source)
     #[argh(positional)]
     target: String,
 
@@ -552,7 +553,10 @@ fn get(args: GetArgs) -> Result<(), String> {
     }
     let out = args.out.unwrap_or_else(|| settings.download_dir.clone());
     let mut cfg = one_shot(&args.peer, settings.data_dir.clone(), args.listen)?;
-    if link.spec().is_some() {
+    // A link with a source and its size (xl=, or the source's answer to a HEAD) needs no
+    // search.
+    let direct = block_on(link.resolve());
+    if direct.is_some() {
         // The link names its sources: no need to join the network to find any, and the
         // mesh of a source the user chose on a private network is taken as such.
         if args.peer.is_empty() {
@@ -569,8 +573,7 @@ fn get(args: GetArgs) -> Result<(), String> {
     block_on(async {
         let s = Servent::start(cfg).await.map_err(|e| e.to_string())?;
         let mut err = std::io::stderr();
-        // A link with its size and a source (xl, xs) needs no search.
-        let mut spec = match link.spec() {
+        let mut spec = match direct {
             Some(spec) => spec,
             None => {
                 cli::search::joined(&s, &mut err).await?;

@@ -111,7 +111,7 @@ fn get_explains_a_bad_target() {
 }
 
 #[async_std::test]
-async fn get_of_a_magnet_with_size_and_source_fetches_from_it_without_a_search() {
+async fn get_of_a_magnet_with_a_source_fetches_from_it_without_a_search_with_or_without_its_size() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
     let seed = sharing_ultrapeer(&[("handed over.bin", &data)]).await;
     let f = seed.library().read().unwrap().files()[0].clone();
@@ -144,4 +144,27 @@ async fn get_of_a_magnet_with_size_and_source_fetches_from_it_without_a_search()
             .load(std::sync::atomic::Ordering::Relaxed)
             >= data.len() as u64
     );
+    // Without xl= the source is asked for the size (HEAD), and the download still needs no
+    // search.
+    let unsized_link = servent::transfer::magnet::Magnet {
+        urn: f.sha1,
+        name: Some("asked size.bin".into()),
+        size: None,
+        tth: None,
+        sources: vec![seed.node().listen_addr()],
+    }
+    .to_link();
+    assert!(!unsized_link.contains("xl="));
+    let dl2 = temp_dir("cli-magnet-dl2");
+    let dl2_s = dl2.to_str().unwrap().to_string();
+    let dd2 = temp_dir("cli-magnet-data2");
+    let dd2_s = dd2.to_str().unwrap().to_string();
+    let out = async_std::task::spawn_blocking(move || {
+        servent(&["get", &unsized_link, "--out", &dl2_s, "--data-dir", &dd2_s])
+    })
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("looking for sources"), "{err}");
+    assert_eq!(std::fs::read(dl2.join("asked size.bin")).unwrap(), data);
 }

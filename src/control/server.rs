@@ -756,7 +756,8 @@ async fn add_download(
     )
     .await?;
     let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
-    // A magnet link with its size and a source (xl, xs) starts without a search.
+    // A magnet link with a source and its size (xl=, or the source's answer to a HEAD)
+    // starts without a search.
     let mut direct = None;
     let (urn, name): (Sha1Urn, Option<String>) = match (&d.urn, &d.magnet) {
         (Some(u), None) => (
@@ -767,7 +768,7 @@ async fn add_download(
         ),
         (None, Some(m)) if d.search.is_none() => {
             let link = crate::cli::search::parse_link(m).map_err(bad)?;
-            direct = link.spec();
+            direct = link.resolve().await;
             (link.urn, link.name)
         }
         _ => {

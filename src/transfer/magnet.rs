@@ -14,6 +14,8 @@ use crate::wire::{FileIndex, ServentId, Sha1Urn};
 
 /// Sources kept from one link (as many as a download uses).
 pub const MAX_SOURCES: usize = super::plan::MAX_SOURCES;
+/// Sources asked for a file's size before giving up on a link without `xl=`.
+const RESOLVE_TRIES: usize = 4;
 /// Longest link read: far above any real one, and bounded because the API takes links too.
 pub const MAX_LEN: usize = 64 * 1024;
 
@@ -68,6 +70,25 @@ impl Magnet {
                 .collect(),
             tth: self.tth,
         })
+    }
+
+    /// [`Magnet::spec`], asking the link's sources for the size when the link does not give
+    /// it (`xs=` without `xl=`): a `HEAD` to each in turn until one answers for this file.
+    pub async fn resolve(&self) -> Option<Spec> {
+        if let Some(s) = self.spec() {
+            return Some(s);
+        }
+        for &addr in self.sources.iter().take(RESOLVE_TRIES) {
+            match super::probe::size_of(addr, &self.urn).await {
+                Ok(size) => {
+                    let mut sized = self.clone();
+                    sized.size = Some(size);
+                    return sized.spec();
+                }
+                Err(e) => log::info!("{addr} did not give the size of {}: {e}", self.urn),
+            }
+        }
+        None
     }
 
     /// The link back, with every field it holds.

@@ -6,5 +6,6 @@ pub mod download;
 pub mod limit;
 pub mod magnet;
 pub mod plan;
+pub mod probe;
 pub mod slots;
 pub mod upload;
