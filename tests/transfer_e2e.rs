@@ -491,6 +491,59 @@ async fn raw_http_for(addr: SocketAddrV4, request: &str, wait: Duration) -> Vec<
 }
 
 #[async_std::test]
+async fn get_names_with_a_plus_and_a_half_closed_request_are_answered() {
+    let dir = share_dir(
+        "plus",
+        &[("c++ notes+.txt", b"plus plus"), ("my song.txt", b"la la")],
+    );
+    let s = servent(Role::Ultrapeer, &[], vec![dir], Some(false)).await;
+    let addr = s.node().listen_addr();
+    let index = |name: &str| {
+        s.library()
+            .read()
+            .unwrap()
+            .files()
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap()
+            .index
+            .0
+    };
+    let get = |path: String| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    // A literal `+` is the name's own; `%2B` too; `+` for a space as some clients write it.
+    let plus = index("c++ notes+.txt");
+    for path in [
+        format!("/get/{plus}/c++%20notes+.txt"),
+        format!("/get/{plus}/c%2B%2B%20notes%2B.txt"),
+    ] {
+        let a = raw_http(addr, &get(path.clone())).await;
+        assert!(
+            a.starts_with("HTTP/1.1 200") && a.ends_with("plus plus"),
+            "{path}: {a}"
+        );
+    }
+    let song = index("my song.txt");
+    let a = raw_http(addr, &get(format!("/get/{song}/my+song.txt"))).await;
+    assert!(a.starts_with("HTTP/1.1 200") && a.ends_with("la la"), "{a}");
+    // A client that closes its sending side after the request still gets the answer.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(get(format!("/get/{song}/my%20song.txt")).as_bytes())
+        .await
+        .unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    async_std::future::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("la la"),
+        "{out}"
+    );
+}
+
+#[async_std::test]
 async fn requests_cannot_leave_the_share_and_ranges_behave() {
     let secret = temp_dir("secret");
     std::fs::create_dir_all(&secret).unwrap();

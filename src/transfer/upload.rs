@@ -366,6 +366,9 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(AsyncIoTimer)
         .header_read_timeout(HEADER_TIMEOUT)
+        // A client may close its sending side once its request is out; it still gets the
+        // answer.
+        .half_close(true)
         .keep_alive(true)
         .serve_connection(io, service);
     if let Err(e) = conn.await {
@@ -415,28 +418,18 @@ pub fn resolve_range(r: Range, size: u64) -> Option<(u64, u64)> {
     }
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+/// Whether a `/get/` path's name is `name`: percent-decoded with `+` literal (a path is not a
+/// query string, RFC 3986), or, as some clients write spaces, with `+` for a space.
+fn name_matches(raw: &str, name: &str) -> bool {
+    use percent_encoding::percent_decode_str;
+    let decoded = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    decoded(raw).as_deref() == Some(name)
+        || raw.contains('+') && decoded(&raw.replace('+', " ")).as_deref() == Some(name)
 }
 
 /// A file as the upload side serves it: a shared one, or one we are downloading (or finished
@@ -526,14 +519,14 @@ fn lookup(up: &Uploads, req: &Request<Incoming>) -> Lookup {
     let Some((index, name)) = rest.split_once('/') else {
         return Lookup::NotFound("Not Found");
     };
-    let (Ok(index), Some(name)) = (index.parse::<u32>(), percent_decode(name)) else {
+    let Ok(index) = index.parse::<u32>() else {
         return Lookup::NotFound("Not Found");
     };
     let lib = up.library.read().unwrap_or_else(|e| e.into_inner());
     let Some(f) = lib.by_index(FileIndex(index)) else {
         return Lookup::NotFound("Not Found");
     };
-    if f.name != name {
+    if !name_matches(name, &f.name) {
         return Lookup::NotFound("File index/name mismatch");
     }
     // With /get/, a URN that does not match is a mismatch too (PROTOCOL.md §8).
