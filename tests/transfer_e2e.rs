@@ -491,7 +491,7 @@ async fn raw_http_for(addr: SocketAddrV4, request: &str, wait: Duration) -> Vec<
 }
 
 #[async_std::test]
-async fn get_names_with_a_plus_and_a_half_closed_request_are_answered() {
+async fn get_names_with_a_plus_a_half_closed_request_and_other_methods_are_answered() {
     let dir = share_dir(
         "plus",
         &[("c++ notes+.txt", b"plus plus"), ("my song.txt", b"la la")],
@@ -541,6 +541,31 @@ async fn get_names_with_a_plus_and_a_half_closed_request_are_answered() {
         out.starts_with("HTTP/1.1 200") && out.ends_with("la la"),
         "{out}"
     );
+    // Other methods get a status, not a silent close.
+    for (line, want) in [
+        (
+            format!("POST /get/{song}/my%20song.txt HTTP/1.1"),
+            "HTTP/1.1 405",
+        ),
+        (
+            "CONNECT example.com:443 HTTP/1.1".to_string(),
+            "HTTP/1.1 405",
+        ),
+        (
+            format!("get /get/{song}/my%20song.txt HTTP/1.1"),
+            "HTTP/1.1 400",
+        ),
+    ] {
+        let a = raw_http(
+            addr,
+            &format!("{line}\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(a.starts_with(want), "{line}: {a}");
+        if want.ends_with("405") {
+            assert!(a.to_lowercase().contains("allow: get, head"), "{a}");
+        }
+    }
 }
 
 #[async_std::test]

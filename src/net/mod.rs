@@ -685,7 +685,20 @@ fn classify(b: &[u8]) -> Option<Kind> {
             return (b.len() >= p.len()).then_some(*k);
         }
     }
-    Some(Kind::Unknown)
+    // Any other HTTP request line (`POST /…`, `get /…`, `CONNECT host:port`, `OPTIONS *`):
+    // the upload server answers it with a status instead of a silent close.
+    const MAX_METHOD: usize = 16;
+    let token = b.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    match b.get(token) {
+        None if token == b.len() && token <= MAX_METHOD => None,
+        Some(b' ') if (1..=MAX_METHOD).contains(&token) => match b.get(token + 1) {
+            None => None,
+            Some(b'/' | b'*') => Some(Kind::Http),
+            Some(_) if b[..token].eq_ignore_ascii_case(b"CONNECT") => Some(Kind::Http),
+            Some(_) => Some(Kind::Unknown),
+        },
+        _ => Some(Kind::Unknown),
+    }
 }
 
 async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
@@ -1180,6 +1193,14 @@ mod tests {
         assert_eq!(classify(b"GNUTELLA CONNECT/0.6\r\n"), Some(Kind::Gnutella));
         assert_eq!(classify(b"GE"), None);
         assert_eq!(classify(b"GET /get/1/a HTTP/1.1"), Some(Kind::Http));
+        assert_eq!(classify(b"POST /api HTTP/1.1"), Some(Kind::Http));
+        assert_eq!(classify(b"get /uri-res/N2R?x HTTP/1.1"), Some(Kind::Http));
+        assert_eq!(classify(b"CONNECT example:443 HTTP/1.1"), Some(Kind::Http));
+        assert_eq!(classify(b"CONNECT BACK"), Some(Kind::ConnectBack));
+        assert_eq!(classify(b"PO"), None);
+        assert_eq!(classify(b"POST "), None);
+        assert_eq!(classify(b"HELLO world"), Some(Kind::Unknown));
+        assert_eq!(classify(b"\x16\x03\x01"), Some(Kind::Unknown));
         assert_eq!(classify(b"GIV 7:8f3a/file\n\n"), Some(Kind::Giv));
         assert_eq!(classify(b"\n\n"), Some(Kind::ConnectBack));
         assert_eq!(classify(b"\n"), None);

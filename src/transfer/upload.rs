@@ -594,7 +594,21 @@ async fn respond_inner(
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
-        _ => return status(StatusCode::NOT_IMPLEMENTED, "Method not implemented"),
+        // A method HTTP knows: not allowed here, and which are. Anything else (a lower-case
+        // `get`, a made-up word) is a malformed request.
+        Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::PATCH
+        | Method::OPTIONS
+        | Method::CONNECT
+        | Method::TRACE => {
+            let mut resp = status(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return resp;
+        }
+        _ => return status(StatusCode::BAD_REQUEST, "Unknown method"),
     };
     if req.uri().path() == "/uri-res/N2X" {
         return thex_reply(up, req, peer, head);
