@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use hyper::Method;
 use serde_json::{Value, json};
 use servent::control::client::Client;
@@ -189,16 +190,36 @@ async fn a_foreign_host_header_is_refused_even_with_the_token() {
             );
         }
     }
-    let mut local = c.clone();
-    local.host = Some(format!("localhost:{port}"));
-    assert_eq!(
-        local
-            .send(Method::GET, "/api/status", None)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    for name in [format!("localhost:{port}"), format!("[::1]:{port}")] {
+        let mut local = c.clone();
+        local.host = Some(name.clone());
+        assert_eq!(
+            local
+                .send(Method::GET, "/api/status", None)
+                .await
+                .unwrap()
+                .status,
+            200,
+            "{name}"
+        );
+    }
+    // Two Host headers, one of them ours: refused, not guessed at.
+    let mut raw = async_std::net::TcpStream::connect(ctl.addr())
+        .await
+        .unwrap();
+    raw.write_all(
+        format!(
+            "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n\
+             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            ctl.token()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    raw.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
 }
 
 #[async_std::test]

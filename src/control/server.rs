@@ -272,7 +272,9 @@ fn host_allowed(host: &str, bound: SocketAddr, local: Option<SocketAddr>) -> boo
         IpAddr::V4(a) => ok.push(format!("{a}:{port}")),
         IpAddr::V6(a) => ok.push(format!("[{a}]:{port}")),
     };
-    if bound.ip().is_unspecified() {
+    // Bound to a loopback address, either loopback name is this host (no page elsewhere
+    // can make a browser send one).
+    if bound.ip().is_unspecified() || bound.ip().is_loopback() {
         add_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
         add_ip(IpAddr::V6(Ipv6Addr::LOCALHOST));
         // The address this connection reached is one of the host's own.
@@ -305,6 +307,10 @@ async fn respond(
     req: Request<Incoming>,
     local: Option<SocketAddr>,
 ) -> Response<Body> {
+    // Two Host headers are ambiguous: which one did the guard below check?
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return error(StatusCode::BAD_REQUEST, "more than one Host header");
+    }
     let host = req
         .headers()
         .get(header::HOST)
