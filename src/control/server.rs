@@ -878,7 +878,10 @@ mod tests {
         assert!(host_allowed("[::1]:6347", any, Some(local)));
         assert!(!host_allowed("192.0.2.8:6347", any, Some(local)));
         let v6: SocketAddr = "[::1]:6347".parse().unwrap();
+        // Bound to loopback, either loopback name is ours.
         assert!(host_allowed("[::1]:6347", v6, None));
-        assert!(!host_allowed("127.0.0.1:6347", v6, None));
+        assert!(host_allowed("127.0.0.1:6347", v6, None));
+        assert!(host_allowed("[::1]:6347", b, None));
+        assert!(!host_allowed("[::2]:6347", b, None));
     }
 }

@@ -972,21 +972,17 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                             (p.sources[si].partial(), p.probe_target(si))
                         };
                         if partial {
-                            // Woken early when the source's ranges grow by other news.
-                            let (until, held) = (
-                                Instant::now() + probe_wait,
-                                lock(&dl.plan).sources[si].held(),
-                            );
-                            while Instant::now() < until
-                                && lock(&dl.plan).sources[si].held() == held
-                            {
+                            // Woken early when other news (its ranges in its requests to us)
+                            // shows it holds something we need.
+                            let until = Instant::now() + probe_wait;
+                            while Instant::now() < until && !lock(&dl.plan).has_news_for_us(si) {
                                 async_std::task::sleep(
                                     RANGES_LOOK_EVERY
                                         .min(until.saturating_duration_since(Instant::now())),
                                 )
                                 .await;
                             }
-                            if lock(&dl.plan).sources[si].held() > held {
+                            if lock(&dl.plan).has_news_for_us(si) {
                                 probe_wait = PARTIAL_POLL;
                                 continue;
                             }
@@ -1002,7 +998,6 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                         }
                     }
                 };
-                let held = lock(&dl.plan).sources[si].held();
                 if !handle(
                     dl,
                     &mut sender,
@@ -1017,15 +1012,16 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                 {
                     return false;
                 }
-                // A probe that found nothing new waits twice as long next time (gtk-gnutella
+                // A probe that found nothing for us waits twice as long next time (gtk-gnutella
                 // penalises early asks of a file that does not change), never less than the
                 // source's own Retry-After; news brings it back to the start.
-                let (grew, retry) = {
+                // News is bytes we still need: a source that grows only where we are
+                // complete (gtk-gnutella filling its own gaps) has none.
+                let (news, retry) = {
                     let p = lock(&dl.plan);
-                    let s = &p.sources[si];
-                    (s.held() > held, s.retry_at)
+                    (p.has_news_for_us(si), p.sources[si].retry_at)
                 };
-                if grew {
+                if news {
                     probe_wait = PARTIAL_POLL;
                 } else if probing {
                     probe_wait = (probe_wait * 2).min(MAX_PROBE_WAIT);
