@@ -73,9 +73,9 @@ fn spec_from(seed: &Servent, name: &str, data: &[u8]) -> Spec {
 }
 
 /// Three downloaders of one upload-limited seed, all started together; each gets the file
-/// verified. Returns, per downloader, the bytes it received from other downloaders while they
-/// were partial sources, and how many of its sources it learnt from the mesh.
-async fn three_downloaders(partial: bool) -> Vec<(u64, usize)> {
+/// verified. Returns, per downloader, the bytes it received from other downloaders (in all, and
+/// while they were partial sources), and how many of its sources it learnt from the mesh.
+async fn three_downloaders(partial: bool) -> Vec<(u64, u64, usize)> {
     let tag = if partial { "swarm" } else { "cs" };
     let data = bytes(77, 4 * 1024 * 1024);
     let seed = node(
@@ -125,7 +125,7 @@ async fn three_downloaders(partial: bool) -> Vec<(u64, usize)> {
         // the rest as a complete source.
         let partial_bytes = progress.from_partial.load(Ordering::Relaxed);
         assert!(partial_bytes <= from_peers);
-        out.push((partial_bytes, mesh));
+        out.push((from_peers, partial_bytes, mesh));
     }
     // What the downloaders sent from files they were still downloading is counted as such.
     let partial_sent: u64 = peers
@@ -143,7 +143,7 @@ async fn three_downloaders(partial: bool) -> Vec<(u64, usize)> {
 #[async_std::test]
 async fn downloaders_of_a_limited_seed_serve_each_other_what_they_verified() {
     let swarm = three_downloaders(true).await;
-    for (i, (from_peers, mesh)) in swarm.iter().enumerate() {
+    for (i, (from_peers, _, mesh)) in swarm.iter().enumerate() {
         assert!(
             *from_peers > 0,
             "downloader {i} got nothing from the others: {swarm:?}"
@@ -151,10 +151,16 @@ async fn downloaders_of_a_limited_seed_serve_each_other_what_they_verified() {
         // Each was given only the seed: the others came from the seed's X-Alt.
         assert!(*mesh > 0, "downloader {i} learnt no source from the mesh");
     }
+    // And they traded while still downloading (one that finished first may have served the
+    // last one as a complete source).
+    assert!(
+        swarm.iter().map(|s| s.1).sum::<u64>() > 0,
+        "no bytes came from a partial file: {swarm:?}"
+    );
     // The control: with partial sharing off, the same run is client-server.
     let cs = three_downloaders(false).await;
     assert!(
-        cs.iter().all(|(b, _)| *b == 0),
+        cs.iter().all(|(_, b, _)| *b == 0),
         "share_partial off, yet downloaders served each other: {cs:?}"
     );
 }
@@ -189,7 +195,8 @@ async fn a_partial_file_is_found_by_a_search_and_served_only_in_its_verified_ran
     let data = bytes(5, 4 * 1024 * 1024);
     // A slow seed, outside the overlay, keeps the download partial for a while; the holder
     // and a searcher are leaves of one ultrapeer.
-    let seed = node("pf-seed", Some(("slow river.ogg", &data)), true, 256 * 1024).await;
+    // 128 KiB/s: 32 s for the file, far longer than the search takes even on a loaded machine.
+    let seed = node("pf-seed", Some(("slow river.ogg", &data)), true, 128 * 1024).await;
     let spec = spec_from(&seed, "slow river.ogg", &data);
     let up = node_in("pf-up", None, true, 0, &[], Role::Ultrapeer).await;
     let up_addr = [up.node().listen_addr()];

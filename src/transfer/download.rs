@@ -973,16 +973,28 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                         };
                         if partial {
                             // Woken early when other news (its ranges in its requests to us)
-                            // shows it holds something we need.
-                            let until = Instant::now() + probe_wait;
-                            while Instant::now() < until && !lock(&dl.plan).has_news_for_us(si) {
+                            // shows it holds something we need; always after one look at
+                            // least, so that nothing here can spin.
+                            let news_before = lock(&dl.plan).has_news_for_us(si);
+                            let until = Instant::now()
+                                + if news_before {
+                                    PARTIAL_POLL
+                                } else {
+                                    probe_wait
+                                };
+                            let mut woke = false;
+                            while Instant::now() < until {
                                 async_std::task::sleep(
                                     RANGES_LOOK_EVERY
                                         .min(until.saturating_duration_since(Instant::now())),
                                 )
                                 .await;
+                                if !news_before && lock(&dl.plan).has_news_for_us(si) {
+                                    woke = true;
+                                    break;
+                                }
                             }
-                            if lock(&dl.plan).has_news_for_us(si) {
+                            if woke {
                                 probe_wait = PARTIAL_POLL;
                                 continue;
                             }

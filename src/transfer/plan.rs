@@ -349,18 +349,17 @@ impl Plan {
         best.map(|(_, r)| r).or_else(|| open.first().copied())
     }
 
-    /// Whether partial source `si` holds some byte we still need that nobody is fetching.
+    /// Whether source `si` holds the start of an open range it may be given: what
+    /// [`Plan::take`] would pick from.
     pub fn has_news_for_us(&self, si: usize) -> bool {
         let Some(src) = self.sources.get(si) else {
             return false;
         };
-        match &src.available {
-            None => true,
-            Some(r) => self
+        src.usable()
+            && self
                 .open_chunks()
                 .iter()
-                .any(|&(a, b)| r.iter().any(|x| x.start < b && a < x.end)),
-        }
+                .any(|&(a, _)| src.has(a) && self.avoid.get(&(a / self.slice)) != Some(&si))
     }
 
     /// Probes partial source `si` for `range` (it may have grown to hold it).
