@@ -972,29 +972,21 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                             (p.sources[si].partial(), p.probe_target(si))
                         };
                         if partial {
-                            // Woken early when other news (its ranges in its requests to us)
-                            // shows it holds something we need; always after one look at
-                            // least, so that nothing here can spin.
-                            let news_before = lock(&dl.plan).has_news_for_us(si);
-                            let until = Instant::now()
-                                + if news_before {
-                                    PARTIAL_POLL
-                                } else {
-                                    probe_wait
-                                };
-                            let mut woke = false;
-                            while Instant::now() < until {
+                            // Woken early when the source's ranges grow by other news.
+                            let (until, held) = (
+                                Instant::now() + probe_wait,
+                                lock(&dl.plan).sources[si].held(),
+                            );
+                            while Instant::now() < until
+                                && lock(&dl.plan).sources[si].held() == held
+                            {
                                 async_std::task::sleep(
                                     RANGES_LOOK_EVERY
                                         .min(until.saturating_duration_since(Instant::now())),
                                 )
                                 .await;
-                                if !news_before && lock(&dl.plan).has_news_for_us(si) {
-                                    woke = true;
-                                    break;
-                                }
                             }
-                            if woke {
+                            if lock(&dl.plan).sources[si].held() > held {
                                 probe_wait = PARTIAL_POLL;
                                 continue;
                             }
@@ -1010,6 +1002,7 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                         }
                     }
                 };
+                let held = lock(&dl.plan).sources[si].held();
                 if !handle(
                     dl,
                     &mut sender,
@@ -1024,16 +1017,15 @@ async fn worker(dl: &Dl<'_>, si: usize) {
                 {
                     return false;
                 }
-                // A probe that found nothing for us waits twice as long next time (gtk-gnutella
+                // A probe that found nothing new waits twice as long next time (gtk-gnutella
                 // penalises early asks of a file that does not change), never less than the
                 // source's own Retry-After; news brings it back to the start.
-                // News is bytes we still need: a source that grows only where we are
-                // complete (gtk-gnutella filling its own gaps) has none.
-                let (news, retry) = {
+                let (grew, retry) = {
                     let p = lock(&dl.plan);
-                    (p.has_news_for_us(si), p.sources[si].retry_at)
+                    let s = &p.sources[si];
+                    (s.held() > held, s.retry_at)
                 };
-                if news {
+                if grew {
                     probe_wait = PARTIAL_POLL;
                 } else if probing {
                     probe_wait = (probe_wait * 2).min(MAX_PROBE_WAIT);

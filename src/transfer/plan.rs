@@ -325,41 +325,28 @@ impl Plan {
         Some(self.fly(si, mid, end))
     }
 
-    /// What to ask a partial source that has nothing we need, to learn whether it grew: the
-    /// first open byte at or past the end of one of its ranges, nearest to that end (a
-    /// download fills forward), to the end of that chunk.
+    /// What to ask a partial source that has nothing we need, to learn whether it grew: an
+    /// open chunk that starts where one of its ranges ends (a download fills forward), else
+    /// the first open one.
     pub fn probe_target(&self, si: usize) -> Option<(u64, u64)> {
         let open = self.open_chunks();
-        let src = self.sources.get(si)?;
-        let ranges = src.available.as_ref()?;
-        let mut best: Option<(u64, (u64, u64))> = None;
-        for e in ranges.iter().map(|r| r.end) {
-            for &(a, b) in &open {
-                if b <= e {
-                    continue;
-                }
-                let from = a.max(e);
-                let gap = from - e;
-                if best.is_none_or(|(g, _)| gap < g) {
-                    best = Some((gap, (from, b)));
-                }
-                break;
-            }
-        }
-        best.map(|(_, r)| r).or_else(|| open.first().copied())
-    }
-
-    /// Whether source `si` holds the start of an open range it may be given: what
-    /// [`Plan::take`] would pick from.
-    pub fn has_news_for_us(&self, si: usize) -> bool {
-        let Some(src) = self.sources.get(si) else {
-            return false;
-        };
-        src.usable()
-            && self
-                .open_chunks()
-                .iter()
-                .any(|&(a, _)| src.has(a) && self.avoid.get(&(a / self.slice)) != Some(&si))
+        let ends: Vec<u64> = self
+            .sources
+            .get(si)?
+            .available
+            .as_ref()?
+            .iter()
+            .map(|r| r.end)
+            .collect();
+        open.iter()
+            .find(|c| ends.iter().any(|&e| c.0 <= e && e < c.1))
+            .or(open.first())
+            .map(|&(a, b)| {
+                // From the range's end, when it falls inside the chunk: what we ask is what it
+                // has not said it has.
+                let a = ends.iter().copied().find(|&e| a <= e && e < b).unwrap_or(a);
+                (a, b)
+            })
     }
 
     /// Probes partial source `si` for `range` (it may have grown to hold it).
@@ -681,22 +668,12 @@ mod tests {
         // Everything it has is held already.
         p.wrote(s, 0, 3 << 19);
         assert_eq!(p.take(s), None);
-        assert!(!p.has_news_for_us(s));
         let (a, b) = p.probe_target(s).unwrap();
         assert_eq!(a, 3 << 19, "from where its range ends");
         assert!(b > a && b <= a + p.chunk);
         assert_eq!(p.probe(s, (a, b)), Some((a, b)));
         // Not twice at once.
         assert_eq!(p.probe(s, (a, b)), None);
-        p.finish(s);
-        // It grows where we are complete: no news. Where we are not: news.
-        p.wrote(s, 8 << 20, 9 << 20);
-        p.sources[s].available = Some(ranges(&[(0, 3 << 19), (8 << 20, 9 << 20)]));
-        assert!(!p.has_news_for_us(s));
-        // The probe goes just past the nearest range end that has open bytes after it.
-        assert_eq!(p.probe_target(s).map(|r| r.0), Some(3 << 19));
-        p.sources[s].available = Some(ranges(&[(0, 3 << 19), (8 << 20, 10 << 20)]));
-        assert!(p.has_news_for_us(s));
     }
 
     #[test]
