@@ -491,7 +491,7 @@ async fn raw_http_for(addr: SocketAddrV4, request: &str, wait: Duration) -> Vec<
 }
 
 #[async_std::test]
-async fn get_names_with_a_plus_a_half_closed_request_and_other_methods_are_answered() {
+async fn get_names_with_a_plus_and_other_methods_are_answered() {
     let dir = share_dir(
         "plus",
         &[("c++ notes+.txt", b"plus plus"), ("my song.txt", b"la la")],
@@ -525,22 +525,6 @@ async fn get_names_with_a_plus_a_half_closed_request_and_other_methods_are_answe
     let song = index("my song.txt");
     let a = raw_http(addr, &get(format!("/get/{song}/my+song.txt"))).await;
     assert!(a.starts_with("HTTP/1.1 200") && a.ends_with("la la"), "{a}");
-    // A client that closes its sending side after the request still gets the answer.
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    c.write_all(get(format!("/get/{song}/my%20song.txt")).as_bytes())
-        .await
-        .unwrap();
-    c.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut out = Vec::new();
-    async_std::future::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
-        .await
-        .expect("an answer")
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
-    assert!(
-        out.starts_with("HTTP/1.1 200") && out.ends_with("la la"),
-        "{out}"
-    );
     // Other methods get a status, not a silent close.
     for (line, want) in [
         (

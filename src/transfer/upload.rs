@@ -366,9 +366,6 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(AsyncIoTimer)
         .header_read_timeout(HEADER_TIMEOUT)
-        // A client may close its sending side once its request is out; it still gets the
-        // answer.
-        .half_close(true)
         .keep_alive(true)
         .serve_connection(io, service);
     if let Err(e) = conn.await {
