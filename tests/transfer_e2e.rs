@@ -426,6 +426,94 @@ async fn a_download_no_source_offers_a_tree_for_gets_its_own_from_the_slices_it_
     );
 }
 
+/// Serves `data` one slow answer per connection (`Connection: close`), keeping every request
+/// head it was sent.
+async fn recording_source(
+    data: Arc<Vec<u8>>,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+) -> SocketAddrV4 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = match l.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    };
+    async_std::task::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (data, heads) = (data.clone(), heads.clone());
+            async_std::task::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_lowercase();
+                heads.lock().unwrap().push(text.clone());
+                let len = data.len() as u64;
+                let (a, b) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("range: bytes="))
+                    .and_then(|r| r.split_once('-'))
+                    .map(|(a, b)| (a.parse::<u64>().unwrap(), b.trim().parse::<u64>().unwrap()))
+                    .unwrap_or((0, len - 1));
+                async_std::task::sleep(Duration::from_millis(150)).await;
+                let body = &data[a as usize..=b as usize];
+                let reply = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{len}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.write_all(body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[async_std::test]
+async fn a_dead_source_is_named_in_x_nalt_to_the_others() {
+    let data = Arc::new(bytes(7, 2 * 1024 * 1024));
+    let urn = Sha1Urn::digest(&data);
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let live = recording_source(data.clone(), heads.clone()).await;
+    // An address nobody listens on any more.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        match l.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        }
+    };
+    let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
+    let source = |addr, n: u8| Source {
+        addr,
+        index: FileIndex(1),
+        name: "nalt.bin".into(),
+        servent: ServentId([n; 16]),
+        push: false,
+    };
+    let spec = Spec {
+        urn,
+        size: data.len() as u64,
+        name: "nalt.bin".into(),
+        sources: vec![source(dead, 4), source(live, 5)],
+        tth: None,
+    };
+    let path = getter
+        .download(spec, &temp_dir("nalt-dl"), &Progress::default())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), *data);
+    let heads = heads.lock().unwrap();
+    let named = format!("x-nalt: {dead}");
+    assert!(
+        heads.iter().any(|h| h.contains(&named)),
+        "no request named the dead source: {heads:?}"
+    );
+}
+
 #[async_std::test]
 async fn a_source_sending_wrong_bytes_is_detected_and_dropped() {
     let data = bytes(4, 2 * 1024 * 1024);

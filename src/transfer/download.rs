@@ -588,6 +588,9 @@ const MAX_TREE: usize = 260 * 1024;
 const PARTIAL_POLL: Duration = Duration::from_millis(500);
 /// How often a running download reads the ranges its peers sent in their requests to us.
 const RANGES_LOOK_EVERY: Duration = Duration::from_millis(250);
+/// Bad sources named in one request's `X-Nalt`, and the header line's byte budget.
+const REQUEST_NALTS: usize = 16;
+const REQUEST_NALT_BUDGET: usize = 512;
 /// How often a running download looks in the mesh for sources it does not know.
 const MESH_LOOK_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait between probes of a partial source that has nothing new.
@@ -640,6 +643,24 @@ async fn fetch(
         first,
     ) {
         req = req.header("X-Alt", alt);
+    }
+    // On a connection's first request, the sources this download found bad or dead, so that
+    // the mesh the source hands on loses them (gtk-gnutella's X-Nalt).
+    if first {
+        let bad: Vec<SocketAddrV4> = lock(&dl.plan)
+            .sources
+            .iter()
+            .filter(|s| matches!(s.state, SourceState::Failed | SourceState::Bad))
+            .map(|s| s.src.addr)
+            .filter(|a| *a != src.addr)
+            .take(REQUEST_NALTS)
+            .collect();
+        if !bad.is_empty() {
+            let v = crate::swarm::altloc::format_x_nalt(&bad, REQUEST_NALT_BUDGET);
+            if !v.is_empty() {
+                req = req.header("X-Nalt", v);
+            }
+        }
     }
     let req = match req.body(Empty::new()) {
         Ok(r) => r,
