@@ -260,13 +260,18 @@ async fn read_range(s: &mut TcpStream, buf: &mut [u8]) -> Option<Option<(u64, u6
     )
 }
 
+/// A listener on a free loopback port, and its address.
+async fn listen() -> (TcpListener, SocketAddrV4) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    match l.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => (l, a),
+        _ => unreachable!("bound to 127.0.0.1"),
+    }
+}
+
 /// Serves wrong bytes for any request, like a broken or malicious source.
 async fn liar(len: u64) -> SocketAddrV4 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = match l.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        _ => unreachable!(),
-    };
+    let (l, addr) = listen().await;
     async_std::task::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             async_std::task::spawn(async move {
@@ -298,11 +303,7 @@ async fn liar(len: u64) -> SocketAddrV4 {
 /// Serves `data` with no tree, honestly but (with `flip`) for one byte of its first answer,
 /// flipped; counts the requests it answers.
 async fn raw_source(data: Arc<Vec<u8>>, answered: Arc<AtomicUsize>, flip: bool) -> SocketAddrV4 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = match l.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        _ => unreachable!(),
-    };
+    let (l, addr) = listen().await;
     let flipped = Arc::new(AtomicBool::new(!flip));
     async_std::task::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
@@ -432,11 +433,7 @@ async fn recording_source(
     data: Arc<Vec<u8>>,
     heads: Arc<std::sync::Mutex<Vec<String>>>,
 ) -> SocketAddrV4 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = match l.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        _ => unreachable!(),
-    };
+    let (l, addr) = listen().await;
     async_std::task::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let (data, heads) = (data.clone(), heads.clone());
@@ -479,13 +476,7 @@ async fn a_dead_source_is_named_in_x_nalt_to_the_others() {
     let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let live = recording_source(data.clone(), heads.clone()).await;
     // An address nobody listens on any more.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        match l.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        }
-    };
+    let dead = listen().await.1;
     let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
     let source = |addr, n: u8| Source {
         addr,
@@ -857,11 +848,7 @@ async fn partial_source(
     have: u64,
 ) -> (SocketAddrV4, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = match l.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        _ => unreachable!(),
-    };
+    let (l, addr) = listen().await;
     let counter = served.clone();
     async_std::task::spawn(async move {
         let data = std::sync::Arc::new(data);

@@ -108,26 +108,10 @@ pub fn reply_headers(
     peer: SocketAddrV4,
     downloader: Option<SocketAddrV4>,
 ) {
-    let now = Instant::now();
-    let mut exclude: Vec<SocketAddrV4> = up.me.read().unwrap_or_else(|e| e.into_inner()).clone();
-    exclude.extend(downloader);
-    exclude.push(peer);
     // A random choice each time rather than gtk-gnutella's per-IP diff: on one address (a
     // LAN, loopback) several downloaders would share one diff and most would learn nothing.
-    let filter = SelectFilter {
-        for_peer: std::net::Ipv4Addr::UNSPECIFIED,
-        exclude: &exclude,
-        exclude_guids: &[],
-        only_good: partial,
-        since: None,
-        max: REPLY_ALTS,
-        max_fw: 0,
-    };
-    let (alts, _fw) =
-        up.mesh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .select(*urn, &filter, &mut rng(), now);
+    let not_to: Vec<SocketAddrV4> = downloader.into_iter().chain([peer]).collect();
+    let alts = select_direct(up, urn, &not_to, partial, None, REPLY_ALTS);
     if alts.is_empty() {
         return;
     }
@@ -177,23 +161,38 @@ const MESH_LOOK: usize = 32;
 /// their requests' `X-Alt` as much as what sources told us, so that our own running download
 /// of it uses them too (gtk-gnutella swarms with both).
 pub fn mesh_sources(up: &Uploads, urn: &Sha1Urn, since: Option<Instant>) -> Vec<SocketAddrV4> {
-    let exclude: Vec<SocketAddrV4> = up.me.read().unwrap_or_else(|e| e.into_inner()).clone();
+    select_direct(up, urn, &[], false, since, MESH_LOOK)
+        .into_iter()
+        .map(|a| a.addr)
+        .collect()
+}
+
+/// Direct entries of `urn`'s mesh, never ours nor those of `not_to`: only good ones when
+/// `only_good`, only those inserted after `since`, at most `max`, in random order.
+fn select_direct(
+    up: &Uploads,
+    urn: &Sha1Urn,
+    not_to: &[SocketAddrV4],
+    only_good: bool,
+    since: Option<Instant>,
+    max: usize,
+) -> Vec<AltLoc> {
+    let mut exclude: Vec<SocketAddrV4> = up.me.read().unwrap_or_else(|e| e.into_inner()).clone();
+    exclude.extend_from_slice(not_to);
     let filter = SelectFilter {
         for_peer: std::net::Ipv4Addr::UNSPECIFIED,
         exclude: &exclude,
         exclude_guids: &[],
-        only_good: false,
+        only_good,
         since,
-        max: MESH_LOOK,
+        max,
         max_fw: 0,
     };
-    let (alts, _) = up.mesh.lock().unwrap_or_else(|e| e.into_inner()).select(
-        *urn,
-        &filter,
-        &mut rng(),
-        Instant::now(),
-    );
-    alts.into_iter().map(|a| a.addr).collect()
+    up.mesh
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .select(*urn, &filter, &mut rng(), Instant::now())
+        .0
 }
 
 /// The `X-Alt` of a download request: ourselves first when we share what we have (as

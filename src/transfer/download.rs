@@ -679,6 +679,9 @@ async fn fetch(
     let available = hv("X-Available-Ranges").and_then(|v| parse_available(v, spec.size).ok());
     let alts = altlocs::response_alts(&dl.ctx.uploads, &spec.urn, h, src.addr);
     let thex = hv("X-Thex-URI").and_then(crate::thex::parse_thex_uri);
+    let retry_after = hv("Retry-After")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_WAIT));
     if let Some(u) = hv("X-Gnutella-Content-URN")
         && u.parse::<Sha1Urn>().is_ok_and(|u| u != spec.urn)
     {
@@ -708,16 +711,11 @@ async fn fetch(
         // A whole-file answer to a range request: skip to our part.
         200 => (0, end),
         416 | 503 if available.as_ref().is_some_and(|a| !a.contains(start)) => {
-            let retry = hv("Retry-After")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s).min(MAX_RETRY_WAIT));
-            return Fetched::Unavailable(available.unwrap_or_default(), alts, retry);
+            return Fetched::Unavailable(available.unwrap_or_default(), alts, retry_after);
         }
         503 => {
-            let wait = hv("Retry-After")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map_or(Duration::from_secs(5), Duration::from_secs);
-            return Fetched::Busy(wait.min(MAX_RETRY_WAIT), alts);
+            let wait = retry_after.unwrap_or(Duration::from_secs(5));
+            return Fetched::Busy(wait, alts);
         }
         404 | 410 => return Fetched::NotNow,
         code => return err(format!("{} answered {code}", src.addr)),
