@@ -31,6 +31,8 @@ const MIN_FILES: &[(&str, usize)] = &[
     ("swarm", 2),
     // Run by tests/thex_conformance.rs.
     ("thex", 4),
+    // Run by tests/magnet_conformance.rs.
+    ("magnet", 1),
     // Run by tests/handshake_transcripts.rs.
     ("handshake", 10),
     // Run by tests/sim_scenarios.rs.

@@ -41,6 +41,18 @@ pub enum MagnetError {
     Conflict,
 }
 
+impl MagnetError {
+    /// A stable name for the error, as the conformance vectors give it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MagnetError::NotMagnet => "not_magnet",
+            MagnetError::TooLong => "too_long",
+            MagnetError::NoSha1 => "no_sha1",
+            MagnetError::Conflict => "conflict",
+        }
+    }
+}
+
 impl Magnet {
     /// A download that can start without a search: the size and a source are known.
     pub fn spec(&self) -> Option<Spec> {
