@@ -307,6 +307,10 @@ impl Plan {
             .filter(|(_, f)| f.si != si)
             .filter_map(|(i, f)| {
                 let from = f.got.max(f.a);
+                // Its worker may have read past a cut already made.
+                if from >= f.b {
+                    return None;
+                }
                 let mid = (from + (f.b - from) / 2).div_ceil(slice) * slice;
                 if mid >= f.b || !me.has(mid) || self.avoid.get(&(mid / slice)) == Some(&si) {
                     return None;
@@ -362,7 +366,8 @@ impl Plan {
     /// than asked once the end game took its back half).
     pub fn advance(&mut self, si: usize, got: u64) -> Option<u64> {
         let f = self.in_flight.iter_mut().find(|f| f.si == si)?;
-        f.got = f.got.max(got);
+        // A frame may run past the request's end; what lies beyond is not this request's.
+        f.got = f.got.max(got.min(f.b));
         Some(f.b)
     }
 
@@ -633,6 +638,27 @@ mod tests {
         p.finish(slow);
         p.wrote(slow, a, mid);
         assert_eq!(p.take(slow), None);
+    }
+
+    #[test]
+    fn a_request_that_ran_past_its_cut_is_not_split_again() {
+        // A worker reads whole frames, so it may report bytes past the end a steal gave
+        // its request; a third source looking for something to split must skip it.
+        let size = 16 << 20;
+        let mut p = Plan::new(size, None, RangeSet::new(), 1);
+        let ids: Vec<usize> = (1..=3)
+            .map(|i| p.add_source(src(i), false).unwrap())
+            .collect();
+        p.wrote(ids[0], 0, size - p.chunk);
+        p.sources[ids[0]].rate = Some(1e9);
+        let (a, b) = p.take(ids[0]).unwrap();
+        let (mid, _) = p.take(ids[1]).unwrap();
+        assert!(a < mid && mid < b);
+        assert_eq!(p.advance(ids[0], mid + p.slice / 2), Some(mid));
+        // The third may split the second's request, never the overrun first one.
+        if let Some((c, d)) = p.take(ids[2]) {
+            assert!(c > mid && d <= b, "{c}..{d}");
+        }
     }
 
     #[test]
