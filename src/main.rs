@@ -29,7 +29,7 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Demo(DemoArgs),
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     Status(StatusArgs),
     Downloads(DownloadsArgs),
     Peers(PeersArgs),
@@ -244,6 +244,13 @@ struct RunArgs {
     #[argh(switch)]
     no_share_partial: bool,
 
+    /// who gets the upload slots: "tit-for-tat" (default: the peers that give us most of a
+    /// file we are downloading, or take a file we hold fastest, plus one slot that moves
+    /// every 30 s so newcomers can start) or "fifo" (first come, first served, as
+    /// gtk-gnutella); the rest wait in a PARQ queue and are told their place
+    #[argh(option)]
+    upload_policy: Option<String>,
+
     /// the settings file (default <config dir>/servent/config.toml; a missing default file
     /// is fine, a missing given one is an error)
     #[argh(option)]
@@ -279,6 +286,7 @@ impl RunArgs {
             share_partial: self.no_share_partial.then_some(false),
             upload_limit: self.upload_limit.clone(),
             download_limit: self.download_limit.clone(),
+            upload_policy: self.upload_policy.clone(),
         }
     }
 }
@@ -409,7 +417,7 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout();
             async_std::task::block_on(servent::cli::demo::run(&mut out))
         }
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Status(a) => client_settings(a.config.as_deref(), a.api, a.data_dir)
             .and_then(|s| block_on(remote::status(&s, a.json))),
         Command::Downloads(a) => {

@@ -18,9 +18,11 @@ use crate::net::{Incoming, Node, NodeConfig};
 use crate::overlay::{Delivery, Observation};
 use crate::share::hits::{Offer, Responder, query_hits};
 use crate::share::{HashCache, Library};
+use crate::swarm::parq::{QueueId, queue_line};
 use crate::thex::Tth;
 use crate::transfer::download::{self, PushWaiters, Source, Spec};
 use crate::transfer::limit::Limiter;
+use crate::transfer::turns;
 use crate::transfer::upload::{self, Uploads};
 use crate::wire::{
     Descriptor, Extensions, Framed, Guid, Payload, Query, QueryFlags, Sha1Urn, Text, frame,
@@ -172,6 +174,8 @@ pub struct ServentConfig {
     pub share_partial: bool,
     /// Bytes per second for all uploads together, and for all downloads; 0: none.
     pub upload_limit: u64,
+    /// Who gets the upload slots (`upload_policy`).
+    pub upload_policy: crate::swarm::queue::Policy,
     pub download_limit: u64,
 }
 
@@ -186,6 +190,7 @@ impl ServentConfig {
             rescan_every: Some(Duration::from_secs(60)),
             share_partial: true,
             upload_limit: 0,
+            upload_policy: crate::swarm::queue::Policy::default(),
             download_limit: 0,
         }
     }
@@ -296,6 +301,7 @@ impl Servent {
             &data_dir,
             cfg.share_partial,
             cfg.upload_limit,
+            cfg.upload_policy,
         );
         *uploads.me.write().unwrap_or_else(|e| e.into_inner()) =
             vec![node.listen_addr(), node.advertised_addr()];
@@ -317,6 +323,7 @@ impl Servent {
         }
         task::spawn(deliveries(shared.clone()));
         task::spawn(sample_uploads(node.clone(), shared.uploads.clone()));
+        task::spawn(upload_turns(shared.clone()));
         let servent = Servent { shared };
         if let Some(every) = cfg.rescan_every {
             let s = servent.clone();
@@ -748,6 +755,53 @@ fn answer(shared: &Shared, from: crate::overlay::ConnId, msg: &[u8]) {
 
 /// Answers a Push: connect to the downloader, say `GIV <index>:<guid>/file`, then serve HTTP
 /// on that connection as if it had come in (PROTOCOL.md §8, push flow).
+/// Drives the upload queue: its choking rounds and expiry every second, and the `QUEUE`
+/// callbacks it asks for.
+async fn upload_turns(shared: Arc<Shared>) {
+    let mut seed = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8"));
+    let mut rng = move || {
+        // xorshift64*: the choker's picks need no more than this.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    loop {
+        task::sleep(TURNS_TICK).await;
+        let up = &shared.uploads;
+        let calls =
+            turns::lock(&up.queue).tick(up.slots.free(), std::time::Instant::now(), &mut rng);
+        for (id, addr) in calls {
+            task::spawn(queue_callback(shared.clone(), id, addr));
+        }
+    }
+}
+
+/// How often the upload queue is looked at.
+const TURNS_TICK: Duration = Duration::from_secs(1);
+
+/// Calls a queued downloader back: `QUEUE <ID> <our address>`, then serves the request it
+/// sends on this connection (SWARM.md §4.2).
+async fn queue_callback(shared: Arc<Shared>, id: QueueId, addr: SocketAddrV4) {
+    let connect = async_std::future::timeout(PUSH_CONNECT_TIMEOUT, TcpStream::connect(addr)).await;
+    let mut stream = match connect {
+        Ok(Ok(s)) => s,
+        _ => {
+            log::debug!("QUEUE: cannot reach {addr}");
+            turns::lock(&shared.uploads.queue).queue_refused(&id);
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let line = queue_line(id, shared.node.advertised_addr());
+    if stream.write_all(line.as_bytes()).await.is_err() {
+        turns::lock(&shared.uploads.queue).queue_refused(&id);
+        return;
+    }
+    log::debug!("QUEUE: called {addr} back for {id}");
+    upload::serve(shared.uploads.clone(), stream, Vec::new(), addr).await;
+}
+
 async fn push_upload(shared: Arc<Shared>, addr: SocketAddrV4, index: u32) {
     let connect = async_std::future::timeout(PUSH_CONNECT_TIMEOUT, TcpStream::connect(addr)).await;
     let mut stream = match connect {

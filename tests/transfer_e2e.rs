@@ -954,6 +954,8 @@ async fn when_every_upload_slot_is_taken_a_request_waits_its_turn_or_gets_503_wi
     cfg.shares = vec![dir];
     cfg.upload_slots = 1;
     cfg.firewalled = Some(false);
+    // First come, first served: the turns as gtk-gnutella gives them.
+    cfg.upload_policy = servent::swarm::queue::Policy::Fifo;
     let s = Servent::start(cfg).await.unwrap();
     let addr = s.node().listen_addr();
     let urn = Sha1Urn::digest(&data);

@@ -80,6 +80,7 @@ pub fn servent_config(s: &Settings) -> Result<ServentConfig, String> {
     scfg.firewalled = s.firewalled;
     scfg.share_partial = s.share_partial;
     scfg.upload_limit = s.upload_limit;
+    scfg.upload_policy = s.upload_policy;
     scfg.download_limit = s.download_limit;
     Ok(scfg)
 }

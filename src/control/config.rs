@@ -62,6 +62,8 @@ pub struct Layer {
     pub upload_limit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_policy: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("share_partial", Kind::Bool, "true"),
     ("upload_limit", Kind::Text, "off"),
     ("download_limit", Kind::Text, "off"),
+    ("upload_policy", Kind::Text, "tit-for-tat"),
 ];
 
 /// Where a value came from.
@@ -147,6 +150,8 @@ pub struct Settings {
     pub upload_limit: u64,
     /// Bytes per second for all downloads together; 0: no limit.
     pub download_limit: u64,
+    /// Who gets the upload slots: those who give most (`tit-for-tat`) or the first come.
+    pub upload_policy: crate::swarm::queue::Policy,
     /// Each key's value as TOML and its origin, in key order.
     pub origins: Vec<(&'static str, String, Origin)>,
 }
@@ -337,6 +342,11 @@ impl Settings {
         };
         let upload_limit = rate("upload_limit", &layer.upload_limit)?;
         let download_limit = rate("download_limit", &layer.download_limit)?;
+        let upload_policy = layer
+            .upload_policy
+            .as_deref()
+            .map_or(Ok(Default::default()), str::parse)
+            .map_err(|e| format!("{}: {e}", place("upload_policy")))?;
         let s = Settings {
             listen,
             api,
@@ -358,6 +368,7 @@ impl Settings {
             share_partial: layer.share_partial.unwrap_or(true),
             upload_limit,
             download_limit,
+            upload_policy,
             origins: Vec::new(),
         };
         let effective = to_table(&s.as_layer());
@@ -401,6 +412,7 @@ impl Settings {
             share_partial: Some(self.share_partial),
             upload_limit: Some(crate::transfer::limit::format_rate(self.upload_limit)),
             download_limit: Some(crate::transfer::limit::format_rate(self.download_limit)),
+            upload_policy: Some(self.upload_policy.to_string()),
         }
     }
 
@@ -484,6 +496,7 @@ mod tests {
             share_partial: Some(true),
             upload_limit: Some(String::new()),
             download_limit: Some(String::new()),
+            upload_policy: Some(String::new()),
         };
         let t = to_table(&full);
         let mut names: Vec<&str> = t.keys().map(String::as_str).collect();

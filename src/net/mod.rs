@@ -674,6 +674,8 @@ fn classify(b: &[u8]) -> Option<Kind> {
         (b"GET ", Kind::Http),
         (b"HEAD ", Kind::Http),
         (b"GIV ", Kind::Giv),
+        // PARQ's callback: like GIV, a stream a download of ours waits for.
+        (b"QUEUE ", Kind::Giv),
         (b"CONNECT BACK", Kind::ConnectBack),
         (b"\n\n", Kind::ConnectBack),
         (b"\r\n\r\n", Kind::ConnectBack),
@@ -1202,6 +1204,10 @@ mod tests {
         assert_eq!(classify(b"HELLO world"), Some(Kind::Unknown));
         assert_eq!(classify(b"\x16\x03\x01"), Some(Kind::Unknown));
         assert_eq!(classify(b"GIV 7:8f3a/file\n\n"), Some(Kind::Giv));
+        assert_eq!(
+            classify(b"QUEUE 0123456789abcdef0123456789abcdef 1.2.3.4:6346\r\n"),
+            Some(Kind::Giv)
+        );
         assert_eq!(classify(b"\n\n"), Some(Kind::ConnectBack));
         assert_eq!(classify(b"\n"), None);
         assert_eq!(classify(b"SSH-2.0"), Some(Kind::Unknown));

@@ -239,6 +239,11 @@ impl Choker {
         };
     }
 
+    /// When the next round is due.
+    pub fn next_round(&self) -> Instant {
+        self.next_round
+    }
+
     pub fn decision(&self, id: &PeerId) -> Decision {
         self.peers.get(id).map_or(Decision::Choked, |p| p.decision)
     }

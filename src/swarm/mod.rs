@@ -9,6 +9,8 @@
 pub mod altloc;
 pub mod choke;
 pub mod mesh;
+pub mod parq;
+pub mod queue;
 pub mod ranges;
 
 pub use altloc::{AltError, AltLoc, DatedAltLoc, FwAltLoc};

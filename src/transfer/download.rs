@@ -17,21 +17,24 @@ use std::time::{Duration, Instant};
 use async_std::channel::{Receiver, Sender, bounded};
 use async_std::future::timeout;
 use async_std::net::TcpStream;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
 use super::altlocs;
+pub use super::callback::{PushWaiters, parse_giv};
 use super::limit::Limiter;
 use super::plan::{MAX_RETRY_WAIT, MAX_SOURCES, Plan, SliceVerdict, SourceState};
+use super::turns;
 use super::upload::Uploads;
 use crate::net::Node;
 use crate::net::hyper_io::HyperIo;
 use crate::share::PARTIAL_SUFFIX;
 use crate::share::partial::PartialFile;
 use crate::store;
+use crate::swarm::parq::Queued;
 use crate::swarm::ranges::{RangeSet, parse_available};
 use crate::thex::{HashTree, TreeHasher, Tth};
 use crate::wire::{FileIndex, Push, ServentId, Sha1Urn};
@@ -43,8 +46,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const GIV_TIMEOUT: Duration = Duration::from_secs(20);
 /// No byte for this long: the source is stalled.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// A GIV line longer than this is not one.
-const MAX_GIV: usize = 512;
 
 /// Where a file can be had.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,86 +76,6 @@ pub enum DownloadError {
     NoSource(String),
     #[error("{0}")]
     Io(#[from] io::Error),
-}
-
-/// Downloads waiting for GIV callbacks, by the servent GUID that is to call.
-#[derive(Default)]
-pub struct PushWaiters {
-    waiting: Mutex<HashMap<ServentId, Vec<Sender<TcpStream>>>>,
-}
-
-impl PushWaiters {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    fn wait(&self, servent: ServentId) -> async_std::channel::Receiver<TcpStream> {
-        let (tx, rx) = bounded(1);
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(servent)
-            .or_default()
-            .push(tx);
-        rx
-    }
-
-    /// Takes an incoming `GIV` connection: reads the line, and hands the stream to a download
-    /// waiting for that servent. Index and name are ignored (gtk-gnutella sends the literal
-    /// name `file`); the GUID matches in any case (PROTOCOL.md §8).
-    pub async fn giv(&self, mut stream: TcpStream, initial: Vec<u8>, peer: SocketAddrV4) {
-        let mut buf = initial;
-        let mut chunk = [0u8; 256];
-        let end = loop {
-            if let Some(p) = buf.windows(2).position(|w| w == b"\n\n") {
-                break p;
-            }
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p;
-            }
-            if buf.len() > MAX_GIV {
-                debug!("GIV from {peer} is too long");
-                return;
-            }
-            match timeout(CONNECT_TIMEOUT, stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                _ => return,
-            }
-        };
-        let line = String::from_utf8_lossy(&buf[..end]).to_string();
-        let Some(guid) = parse_giv(&line) else {
-            debug!("malformed GIV from {peer}: {line:?}");
-            return;
-        };
-        let tx = {
-            let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            let list = w.get_mut(&guid);
-            let tx = list.and_then(|l| {
-                if l.is_empty() {
-                    None
-                } else {
-                    Some(l.remove(0))
-                }
-            });
-            w.retain(|_, l| !l.is_empty());
-            tx
-        };
-        match tx {
-            Some(tx) => {
-                debug!("GIV from {peer} for {guid}");
-                let _ = tx.send(stream).await;
-            }
-            None => debug!("GIV from {peer} for {guid}: nobody is waiting"),
-        }
-    }
-}
-
-/// `GIV <index>:<32 hex GUID>/<name>` → the GUID.
-pub fn parse_giv(line: &str) -> Option<ServentId> {
-    let rest = line.trim().strip_prefix("GIV ")?;
-    let (_, after) = rest.split_once(':')?;
-    let hex = after.split('/').next()?;
-    ServentId::from_hex(hex.trim())
 }
 
 /// The download state saved beside the partial file.
@@ -301,6 +222,9 @@ struct Dl<'a> {
     spawn: Sender<usize>,
     /// When bytes last landed (or the download started).
     last_bytes: Mutex<Instant>,
+    /// Connections uploaders opened to call us back (`QUEUE`), by source, for its worker's
+    /// next request.
+    called: Mutex<HashMap<usize, TcpStream>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -624,6 +548,17 @@ async fn fetch(
     if let Some(me) = me {
         req = req.header("X-Node", me.to_string());
     }
+    // PARQ, as gtk-gnutella asks: the version, and the place we hold (position first).
+    req = req.header("X-Queue", "1.1");
+    if let Some(q) = lock(&dl.plan).sources[si].queued
+        && let Some(id) = q.id
+    {
+        let pos = q
+            .position
+            .map(|p| format!("position={p}; "))
+            .unwrap_or_default();
+        req = req.header("X-Queued", format!("{pos}ID={id}"));
+    }
     let verified_any = !lock(&dl.plan).verified.is_empty();
     // Our own pieces, so that a source downloading the file too knows what to ask us for
     // without probing (BitTorrent's HAVE; gtk-gnutella ignores the header in a request).
@@ -679,6 +614,13 @@ async fn fetch(
     let available = hv("X-Available-Ranges").and_then(|v| parse_available(v, spec.size).ok());
     let alts = altlocs::response_alts(&dl.ctx.uploads, &spec.urn, h, src.addr);
     let thex = hv("X-Thex-URI").and_then(crate::thex::parse_thex_uri);
+    // Its queue's word on us: kept, so that our place holds across requests and a QUEUE
+    // callback finds this source. A 2xx names the ID only.
+    if let Some(q) = hv("X-Queued").and_then(|v| Queued::parse(v).ok())
+        && q.id.is_some()
+    {
+        lock(&dl.plan).sources[si].queued = Some(q);
+    }
     let retry_after = hv("Retry-After")
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| Duration::from_secs(s).min(MAX_RETRY_WAIT));
@@ -823,6 +765,8 @@ async fn receive(
                 continue;
             };
             dl.ctx.limit.take(data.len()).await;
+            // What this peer gives us ranks it at our upload queue (tit-for-tat).
+            turns::lock(&dl.ctx.uploads.queue).received(addr, data.len() as u64, Instant::now());
             // The end game may have given our request's back half to a faster source.
             if let Some(end) = lock(&dl.plan).advance(si, pos + data.len() as u64) {
                 stop = stop.min(end);
@@ -921,6 +865,14 @@ async fn fetch_tree(
 
 /// One source's worker: takes ranges until the file is done or the source is given up.
 async fn worker(dl: &Dl<'_>, si: usize) {
+    /// However the worker ends, we no longer ask this source for anything.
+    struct Asking<'a>(&'a Dl<'a>, SocketAddrV4);
+    impl Drop for Asking<'_> {
+        fn drop(&mut self) {
+            turns::lock(&self.0.ctx.uploads.queue).asking(self.1, false, Instant::now());
+        }
+    }
+    let _asking = Asking(dl, lock(&dl.plan).sources[si].src.addr);
     let mut failures = 0u32;
     // Write buffers, reused from chunk to chunk.
     let mut bufs: Vec<Vec<u8>> = Vec::new();
@@ -940,7 +892,12 @@ async fn worker(dl: &Dl<'_>, si: usize) {
             async_std::task::sleep(at - Instant::now()).await;
             continue;
         }
-        let stream = match open(dl.ctx, &src).await {
+        let called = lock(&dl.called).remove(&si);
+        let opened = match called {
+            Some(s) => Ok(s),
+            None => open(dl.ctx, &src).await,
+        };
+        let stream = match opened {
             Ok(s) => s,
             Err(e) => {
                 failures += 1;
@@ -1092,6 +1049,8 @@ async fn handle(
     failures: &mut u32,
     tried_tree: &mut bool,
 ) -> bool {
+    let src_addr = lock(&dl.plan).sources[si].src.addr;
+    turns::lock(&dl.ctx.uploads.queue).asking(src_addr, true, Instant::now());
     let fetched = fetch(dl, sender, si, (a, b), *first, bufs).await;
     *first = false;
     let addr = {
@@ -1179,10 +1138,35 @@ async fn handle(
         Fetched::Busy(wait, alts) => {
             debug!("{}: {addr} is busy; asking again in {wait:?}", dl.spec.name);
             dl.add_alts(alts);
-            lock(&dl.plan).wait(si, Instant::now() + wait);
-            async_std::task::sleep(wait).await;
+            let queued = {
+                let mut p = lock(&dl.plan);
+                p.wait(si, Instant::now() + wait);
+                p.sources[si].queued.and_then(|q| q.id)
+            };
+            // Queued there: its QUEUE callback, when our turn comes first, ends the wait, and
+            // the request goes on the connection it opened.
+            let called = match queued.and_then(|id| dl.ctx.waiters.wait_queue(id)) {
+                Some(rx) => {
+                    futures_lite::future::or(async { rx.recv().await.ok() }, async {
+                        async_std::task::sleep(wait).await;
+                        None
+                    })
+                    .await
+                }
+                None => {
+                    async_std::task::sleep(wait).await;
+                    None
+                }
+            };
             lock(&dl.plan).sources[si].state = SourceState::Idle;
-            true
+            match called {
+                Some(stream) => {
+                    debug!("{}: {addr} called us back: our turn", dl.spec.name);
+                    lock(&dl.called).insert(si, stream);
+                    false
+                }
+                None => true,
+            }
         }
         Fetched::NotNow => {
             *failures += 1;
@@ -1330,6 +1314,7 @@ pub async fn download(
             digest: Arc::new(Mutex::new(Digest::new())),
             spawn: tx,
             last_bytes: Mutex::new(Instant::now()),
+            called: Mutex::new(HashMap::new()),
         };
         dl.publish(&lock(&dl.plan));
         // A resumed file: check what is here as soon as a tree comes, hash it for the digest.

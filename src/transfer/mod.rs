@@ -2,10 +2,12 @@
 //! firewalled sources.
 
 pub mod altlocs;
+pub mod callback;
 pub mod download;
 pub mod limit;
 pub mod magnet;
 pub mod plan;
 pub mod probe;
 pub mod slots;
+pub mod turns;
 pub mod upload;

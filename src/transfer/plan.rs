@@ -67,6 +67,8 @@ pub struct SourceInfo {
     pub retry_at: Option<Instant>,
     /// Bytes per second its bodies came at, smoothed; unknown before its first answer.
     pub rate: Option<f64>,
+    /// Its PARQ queue's last word on us: our ID there and place (SWARM.md §4.1).
+    pub queued: Option<crate::swarm::parq::Queued>,
 }
 
 impl SourceInfo {
@@ -181,6 +183,7 @@ impl Plan {
             strikes: 0,
             retry_at: None,
             rate: None,
+            queued: None,
         });
         Some(self.sources.len() - 1)
     }

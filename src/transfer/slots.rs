@@ -49,8 +49,17 @@ struct State {
 struct Waiter {
     id: u64,
     who: SocketAddrV4,
+    priority: u64,
     /// Rings once: the slot is this waiter's now.
     handed: Sender<()>,
+}
+
+/// When a request may take a free slot rather than wait for one handed over.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    Always,
+    IfNoneWaits,
+    Never,
 }
 
 /// A held slot; dropping it hands it to the first waiter, or frees it.
@@ -77,15 +86,56 @@ impl Slots {
     }
 
     /// A slot for downloader `who` (its IP and the port it listens on): at once if one is
-    /// free and nobody waits, else after those ahead, waiting at most `hold`.
+    /// free and nobody waits, else after those ahead (a lower `priority` first, then in
+    /// arrival order), waiting at most `hold`.
     pub async fn acquire(
         self: &Arc<Self>,
         who: SocketAddrV4,
+        priority: u64,
         hold: Duration,
+    ) -> Result<Slot, Busy> {
+        self.get(who, priority, hold, Take::IfNoneWaits).await
+    }
+
+    /// As [`Slots::acquire`] for a request whose queue says it is served now: a free slot is
+    /// its even while others wait for a handover (the queue keeps free slots for those ahead
+    /// of them).
+    pub async fn acquire_now(
+        self: &Arc<Self>,
+        who: SocketAddrV4,
+        priority: u64,
+        hold: Duration,
+    ) -> Result<Slot, Busy> {
+        self.get(who, priority, hold, Take::Always).await
+    }
+
+    /// Only a slot handed over by a request that ends, within `hold`: a free one is kept for
+    /// those ahead in the queue.
+    pub async fn handover(
+        self: &Arc<Self>,
+        who: SocketAddrV4,
+        priority: u64,
+        hold: Duration,
+    ) -> Result<Slot, Busy> {
+        self.get(who, priority, hold, Take::Never).await
+    }
+
+    async fn get(
+        self: &Arc<Self>,
+        who: SocketAddrV4,
+        priority: u64,
+        hold: Duration,
+        take: Take,
     ) -> Result<Slot, Busy> {
         let (id, rx) = {
             let mut st = self.state();
-            if st.used < self.max && st.queue.is_empty() {
+            let free = st.used < self.max;
+            let take = match take {
+                Take::Always => free,
+                Take::IfNoneWaits => free && st.queue.is_empty(),
+                Take::Never => false,
+            };
+            if take {
                 st.used += 1;
                 return Ok(Slot(self.clone()));
             }
@@ -99,7 +149,20 @@ impl Slots {
             let (handed, rx) = bounded(1);
             let id = st.next_id;
             st.next_id += 1;
-            st.queue.push_back(Waiter { id, who, handed });
+            let at = st
+                .queue
+                .iter()
+                .position(|w| w.priority > priority)
+                .unwrap_or(st.queue.len());
+            st.queue.insert(
+                at,
+                Waiter {
+                    id,
+                    who,
+                    priority,
+                    handed,
+                },
+            );
             (id, rx)
         };
         let mut wait = Wait {
@@ -147,6 +210,11 @@ impl Slots {
 
     pub fn max(&self) -> usize {
         self.max
+    }
+
+    /// Slots free now.
+    pub fn free(&self) -> usize {
+        self.max.saturating_sub(self.state().used)
     }
 
     pub fn in_use(&self) -> usize {
@@ -202,15 +270,15 @@ mod tests {
     #[async_std::test]
     async fn slots_are_bounded_and_freed_on_drop() {
         let s = Slots::new(2);
-        let a = s.acquire(peer(1, 1), NOW).await.unwrap();
-        let _b = s.acquire(peer(2, 1), NOW).await.unwrap();
+        let a = s.acquire(peer(1, 1), 0, NOW).await.unwrap();
+        let _b = s.acquire(peer(2, 1), 0, NOW).await.unwrap();
         assert!(s.busy());
-        let refused = s.acquire(peer(3, 1), NOW).await.err().unwrap();
+        let refused = s.acquire(peer(3, 1), 0, NOW).await.err().unwrap();
         assert_eq!(refused.position, Some(1));
         assert_eq!(refused.retry, RETRY_AFTER_WAIT);
         assert_eq!(s.waiting(), 0);
         drop(a);
-        let c = s.acquire(peer(3, 1), NOW).await;
+        let c = s.acquire(peer(3, 1), 0, NOW).await;
         assert!(c.is_ok());
         assert_eq!(s.in_use(), 2);
     }
@@ -218,21 +286,23 @@ mod tests {
     #[async_std::test]
     async fn a_freed_slot_goes_to_the_first_waiting_not_to_its_last_holder() {
         let s = Slots::new(1);
-        let held = s.acquire(peer(1, 1), NOW).await.unwrap();
+        let held = s.acquire(peer(1, 1), 0, NOW).await.unwrap();
         let hold = Duration::from_secs(5);
         let (s2, s3) = (s.clone(), s.clone());
         // Each waiter keeps the slot it gets until the test drops it.
-        let second = async_std::task::spawn(async move { s2.acquire(peer(2, 1), hold).await.ok() });
+        let second =
+            async_std::task::spawn(async move { s2.acquire(peer(2, 1), 0, hold).await.ok() });
         while s.waiting() < 1 {
             async_std::task::yield_now().await;
         }
-        let third = async_std::task::spawn(async move { s3.acquire(peer(3, 1), hold).await.ok() });
+        let third =
+            async_std::task::spawn(async move { s3.acquire(peer(3, 1), 0, hold).await.ok() });
         while s.waiting() < 2 {
             async_std::task::yield_now().await;
         }
         // The holder's next request on its kept-alive connection queues behind the third.
         drop(held);
-        let again = s.acquire(peer(1, 1), NOW).await.err().unwrap();
+        let again = s.acquire(peer(1, 1), 0, NOW).await.err().unwrap();
         assert_eq!(again.position, Some(2));
         let second = second.await.expect("the second got the freed slot");
         assert_eq!(s.in_use(), 1);
@@ -243,12 +313,37 @@ mod tests {
     }
 
     #[async_std::test]
+    async fn a_freed_slot_goes_to_the_best_priority_waiting() {
+        let s = Slots::new(1);
+        let held = s.acquire(peer(1, 1), 0, NOW).await.unwrap();
+        let hold = Duration::from_secs(5);
+        let (s2, s3) = (s.clone(), s.clone());
+        let late =
+            async_std::task::spawn(async move { s2.acquire(peer(2, 1), 9, hold).await.ok() });
+        while s.waiting() < 1 {
+            async_std::task::yield_now().await;
+        }
+        let first =
+            async_std::task::spawn(async move { s3.acquire(peer(3, 1), 2, hold).await.ok() });
+        while s.waiting() < 2 {
+            async_std::task::yield_now().await;
+        }
+        drop(held);
+        let first = first
+            .await
+            .expect("the better priority, though it came second");
+        assert_eq!(s.waiting(), 1);
+        drop(first);
+        assert!(late.await.is_some());
+    }
+
+    #[async_std::test]
     async fn a_waiter_that_goes_away_passes_its_turn_on() {
         let s = Slots::new(1);
-        let held = s.acquire(peer(1, 1), NOW).await.unwrap();
+        let held = s.acquire(peer(1, 1), 0, NOW).await.unwrap();
         let s2 = s.clone();
         let gone = async_std::task::spawn(async move {
-            let _ = s2.acquire(peer(2, 1), Duration::from_secs(60)).await;
+            let _ = s2.acquire(peer(2, 1), 0, Duration::from_secs(60)).await;
         });
         while s.waiting() < 1 {
             async_std::task::yield_now().await;
@@ -257,25 +352,25 @@ mod tests {
         assert_eq!(s.waiting(), 0);
         drop(held);
         assert_eq!(s.in_use(), 0);
-        assert!(s.acquire(peer(3, 1), NOW).await.is_ok());
+        assert!(s.acquire(peer(3, 1), 0, NOW).await.is_ok());
     }
 
     #[async_std::test]
     async fn the_queue_is_bounded_in_total_and_per_address() {
         let s = Slots::new(1);
-        let _held = s.acquire(peer(0, 1), NOW).await.unwrap();
+        let _held = s.acquire(peer(0, 1), 0, NOW).await.unwrap();
         let hold = Duration::from_secs(60);
         let mut waiting = Vec::new();
         for port in 0..MAX_WAITING_PER_IP as u16 {
             let s = s.clone();
             waiting.push(async_std::task::spawn(async move {
-                s.acquire(peer(1, port), hold).await.is_ok()
+                s.acquire(peer(1, port), 0, hold).await.is_ok()
             }));
         }
         while s.waiting() < MAX_WAITING_PER_IP {
             async_std::task::yield_now().await;
         }
-        let full = s.acquire(peer(1, 9999), hold).await.err().unwrap();
+        let full = s.acquire(peer(1, 9999), 0, hold).await.err().unwrap();
         assert_eq!(
             full,
             Busy {
@@ -287,7 +382,7 @@ mod tests {
             for port in 0..2 {
                 let s = s.clone();
                 waiting.push(async_std::task::spawn(async move {
-                    s.acquire(peer(i, port), hold).await.is_ok()
+                    s.acquire(peer(i, port), 0, hold).await.is_ok()
                 }));
             }
         }
@@ -295,7 +390,11 @@ mod tests {
             async_std::task::yield_now().await;
         }
         assert_eq!(
-            s.acquire(peer(9, 77), hold).await.err().unwrap().position,
+            s.acquire(peer(9, 77), 0, hold)
+                .await
+                .err()
+                .unwrap()
+                .position,
             None
         );
         for w in waiting {

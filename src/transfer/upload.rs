@@ -24,12 +24,14 @@ use log::{debug, info};
 
 use super::altlocs as mesh;
 use super::limit::Limiter;
-use super::slots::{HOLD, Slot, Slots};
+use super::slots::Slots;
+use super::turns::{self, Held, Queue};
 use crate::net::hyper_io::{AsyncIoTimer, HyperIo};
 use crate::share::partial::{PartialFile, Partials};
 use crate::share::trees::TreeStore;
 use crate::share::{Library, SharedFile};
 use crate::swarm::mesh::Mesh;
+use crate::swarm::queue::{Policy, UploadQueue};
 use crate::swarm::ranges::RangeSet;
 use crate::thex::Tth;
 use crate::wire::{FileIndex, Sha1Urn};
@@ -63,6 +65,8 @@ pub struct Uploads {
     /// Offer the verified ranges of files still downloading (`share_partial`).
     pub share_partial: AtomicBool,
     pub slots: Arc<Slots>,
+    /// Who gets the slots, and the PARQ queue of the rest (`upload_policy`).
+    pub queue: Queue,
     /// All uploads together go through this limit (`upload_limit`).
     pub limit: Arc<Limiter>,
     /// Alternate locations of the files we serve and download (the download mesh).
@@ -89,7 +93,14 @@ pub const PEER_RANGES: usize = 1024;
 
 impl Uploads {
     pub fn new(library: Arc<RwLock<Library>>, max_slots: usize) -> Arc<Self> {
-        Arc::new(Self::build(library, max_slots, None, true, 0))
+        Arc::new(Self::build(
+            library,
+            max_slots,
+            None,
+            true,
+            0,
+            Policy::default(),
+        ))
     }
 
     /// As [`Uploads::new`], with trees kept in `data_dir` and the given limits.
@@ -99,9 +110,17 @@ impl Uploads {
         data_dir: &std::path::Path,
         share_partial: bool,
         limit: u64,
+        policy: Policy,
     ) -> Arc<Self> {
         let trees = Some(TreeStore::new(data_dir));
-        Arc::new(Self::build(library, max_slots, trees, share_partial, limit))
+        Arc::new(Self::build(
+            library,
+            max_slots,
+            trees,
+            share_partial,
+            limit,
+            policy,
+        ))
     }
 
     fn build(
@@ -110,8 +129,14 @@ impl Uploads {
         trees: Option<TreeStore>,
         share_partial: bool,
         limit: u64,
+        policy: Policy,
     ) -> Self {
         Uploads {
+            queue: Arc::new(Mutex::new(UploadQueue::new(
+                policy,
+                max_slots,
+                std::time::Instant::now(),
+            ))),
             library,
             partials: Arc::new(RwLock::new(Partials::default())),
             share_partial: AtomicBool::new(share_partial),
@@ -667,18 +692,27 @@ async fn respond_inner(
         },
         (_, s) => s,
     };
-    let slot = if head {
+    let speaks = turns::read_request(req);
+    let held = if head {
         None
     } else {
         // The turn is the downloader's host and the port it listens on: one servent, however
         // many connections it opens.
         let who = SocketAddrV4::new(*peer.ip(), downloader.map_or(peer.port(), |d| d.port()));
-        match up.slots.acquire(who, HOLD).await {
-            Ok(s) => Some(s),
-            Err(busy) => {
-                let mut resp = status(StatusCode::SERVICE_UNAVAILABLE, "Busy");
+        let seeding = file.partial.is_none();
+        match turns::admit(
+            &up.queue, &up.slots, who, file.sha1, seeding, downloader, speaks,
+        )
+        .await
+        {
+            Ok(h) => Some(h),
+            Err(no) => {
+                let mut resp = status(no.code, "Busy");
+                if let Ok(r) = hyper::ext::ReasonPhrase::try_from(no.reason.into_bytes()) {
+                    resp.extensions_mut().insert(r);
+                }
                 let h = resp.headers_mut();
-                h.insert(header::RETRY_AFTER, HeaderValue::from(busy.retry.as_secs()));
+                h.extend(no.headers);
                 if let Some(have) = &file.partial {
                     // On a 503 only the count: by the retry, ranges would be stale (SWARM.md
                     // §1.3).
@@ -691,6 +725,10 @@ async fn respond_inner(
             }
         }
     };
+    let queued_id = held
+        .as_ref()
+        .filter(|_| speaks.parq)
+        .map(turns::served_header);
     let (code, (start, len)) = match (range, span) {
         (Some(_), Some((a, b))) => (StatusCode::PARTIAL_CONTENT, (a, b - a + 1)),
         // A partial file is always answered with its range, so the downloader sees it is one.
@@ -703,7 +741,7 @@ async fn respond_inner(
     let body = if head || len == 0 {
         empty()
     } else {
-        match file_body(&file, start, len, slot, up, peer) {
+        match file_body(&file, start, len, held, up, peer) {
             Ok(b) => b,
             Err(e) => {
                 info!("cannot open {} for {peer}: {e}", file.path.display());
@@ -751,6 +789,9 @@ async fn respond_inner(
             "X-Thex-URI",
             &crate::thex::thex_uri(&file.sha1.base32(), &tth),
         );
+    }
+    if let Some(v) = queued_id {
+        h.insert("X-Queued", v);
     }
     mesh::reply_headers(up, h, &file.sha1, file.partial.is_some(), peer, downloader);
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(file.mtime)) {
@@ -852,7 +893,7 @@ fn file_body(
     file: &Served,
     start: u64,
     len: u64,
-    slot: Option<Slot>,
+    slot: Option<Held>,
     up: &Uploads,
     peer: SocketAddrV4,
 ) -> io::Result<Body> {
@@ -898,6 +939,9 @@ fn file_body(
             match read {
                 Ok(b) => {
                     let n = b.len() as u64;
+                    if let Some(h) = &slot.0 {
+                        h.sent(n);
+                    }
                     sent.0.fetch_add(n, Ordering::Relaxed);
                     sent.2.fetch_add(n, Ordering::Relaxed);
                     if let Some(p) = &sent.3 {
