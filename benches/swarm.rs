@@ -12,7 +12,15 @@
 //! `cargo bench --bench swarm -- [MiB] [u_s MiB/s] [u MiB/s] [N…]` (default 16 4 1 and
 //! N = 1 2 4 8 16 32). Prints a Markdown table and writes `target/swarm-bench.svg`.
 //! `SWARM_TRACE=1` adds, each second, what the seed and the downloaders upload;
-//! `SWARM_ONLY=1` skips the client-server runs (for tuning the swarm).
+//! `SWARM_ONLY=1` skips the client-server runs (for tuning the swarm); `SWARM_POLICY=fifo`
+//! runs them under that upload policy.
+//!
+//! `SWARM_FAIR=1` runs the fair-slots benchmark instead (`-- [MiB] [u_s] [u] [N]`, default
+//! 64 4 1 16): N downloaders of which one is a free rider (upload limit 1 B/s, shares nothing)
+//! and one generous (twice the others' limit), under `--upload-policy tit-for-tat` and `fifo`
+//! in the same run, and a newcomer that joins the busy swarm: the table gives each one's time
+//! against the median downloader's, the swarm's against its P2P bound, and the newcomer's wait
+//! for its first bytes.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -54,6 +62,16 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, share: Option<&Path>, up_limit: &str, partial: bool) -> Node {
+        Self::start_with(dir, share, up_limit, partial, &[])
+    }
+
+    fn start_with(
+        dir: &Path,
+        share: Option<&Path>,
+        up_limit: &str,
+        partial: bool,
+        extra: &[&str],
+    ) -> Node {
         let (listen, api) = (free_port(), free_port());
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("data folder");
@@ -67,7 +85,14 @@ impl Node {
             .arg("--download-dir")
             .arg(dir.join("downloads"))
             .args(["--no-bootstrap", "--allow-private", "--role", "leaf"])
-            .args(["--upload-limit", up_limit]);
+            .args(["--upload-limit", up_limit])
+            .args(extra);
+        // SWARM_POLICY=fifo: the distribution runs under another upload policy.
+        if let Some(p) = std::env::var_os("SWARM_POLICY")
+            && !extra.contains(&"--upload-policy")
+        {
+            cmd.arg("--upload-policy").arg(p);
+        }
         match share {
             Some(s) => cmd.arg("--share").arg(s),
             None => cmd.arg("--share").arg(dir.join("empty-share")),
@@ -249,6 +274,154 @@ fn run(data: &[u8], n: usize, partial: bool, us: &str, u: &str) -> Duration {
     t
 }
 
+/// The seed of a run, sharing `data`, and the magnet link naming it.
+fn seed_node(base: &Path, data: &[u8], us: &str, partial: bool, extra: &[&str]) -> (Node, String) {
+    let share = base.join("seed-share");
+    std::fs::create_dir_all(&share).expect("share folder");
+    std::fs::write(share.join("bench.bin"), data).expect("the file");
+    let seed = Node::start_with(&base.join("seed"), Some(&share), us, partial, extra);
+    let urn = Sha1Urn::digest(data);
+    let end = Instant::now() + START;
+    let tth = loop {
+        let files = seed.get("/api/shares").unwrap_or_default();
+        if let Some(f) = files["files"].as_array().and_then(|a| a.first()) {
+            break f["tth"].as_str().and_then(servent::thex::Tth::from_base32);
+        }
+        assert!(Instant::now() < end, "the seed never shared the file");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let link = Magnet {
+        urn,
+        name: Some("bench.bin".into()),
+        size: Some(data.len() as u64),
+        tth,
+        sources: vec![
+            format!("127.0.0.1:{}", seed.listen)
+                .parse()
+                .expect("address"),
+        ],
+    }
+    .to_link();
+    (seed, link)
+}
+
+/// One fairness run: when each downloader finished (free rider first, generous second, then
+/// the rest), and the newcomer's wait for its first bytes and its finish.
+struct Fair {
+    times: Vec<f64>,
+    newcomer_first: f64,
+}
+
+fn fair_run(data: &[u8], n: usize, us: &str, u: &str, policy: &str) -> Fair {
+    let base = std::env::temp_dir().join(format!(
+        "servent-swarm-fair-{}-{policy}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    let pol = ["--upload-policy", policy];
+    let (seed, link) = seed_node(&base, data, us, true, &pol);
+    let u_k: u64 = u.trim_end_matches('K').parse().expect("K rate");
+    let generous = format!("{}K", 2 * u_k);
+    let peers: Vec<Node> = (0..n)
+        .map(|i| {
+            let dir = base.join(format!("peer{i}"));
+            match i {
+                // The free rider: gives nothing, keeps nothing on offer.
+                0 => Node::start_with(&dir, None, "1", false, &pol),
+                1 => Node::start_with(&dir, None, &generous, true, &pol),
+                _ => Node::start_with(&dir, None, u, true, &pol),
+            }
+        })
+        .collect();
+    let body = serde_json::json!({ "magnet": link }).to_string();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for p in &peers {
+            s.spawn(|| p.post("/api/downloads", &body).expect("download starts"));
+        }
+    });
+    let mut done = vec![None; n];
+    let mut newcomer: Option<(Node, Instant)> = None;
+    let mut newcomer_first = None;
+    while done.iter().any(Option::is_none) || newcomer_first.is_none() {
+        assert!(t0.elapsed() < RUN, "the downloads did not end");
+        std::thread::sleep(Duration::from_millis(100));
+        for (i, p) in peers.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            let list = p.get("/api/downloads").unwrap_or_default();
+            let state = list[0]["state"].as_str().unwrap_or("");
+            assert!(state != "failed", "peer {i}: {}", list[0]["error"]);
+            if state == "done" {
+                done[i] = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        // A newcomer joins once the swarm is busy: a quarter of the way to the P2P bound.
+        let busy = t0.elapsed().as_secs_f64() > 0.25 * bound(data.len(), n, us, u);
+        if newcomer.is_none() && busy {
+            let node = Node::start_with(&base.join("newcomer"), None, u, true, &pol);
+            node.post("/api/downloads", &body).expect("download starts");
+            newcomer = Some((node, Instant::now()));
+        }
+        if let Some((node, at)) = &newcomer
+            && newcomer_first.is_none()
+        {
+            let list = node.get("/api/downloads").unwrap_or_default();
+            if list[0]["bytes"].as_u64().unwrap_or(0) > 0 {
+                newcomer_first = Some(at.elapsed().as_secs_f64());
+            }
+        }
+    }
+    drop(newcomer);
+    drop(peers);
+    drop(seed);
+    let _ = std::fs::remove_dir_all(&base);
+    Fair {
+        times: done.into_iter().flatten().collect(),
+        newcomer_first: newcomer_first.unwrap_or(f64::NAN),
+    }
+}
+
+/// The P2P bound of a fairness run: the free rider adds no capacity, the generous one twice.
+fn bound(size: usize, n: usize, us: &str, u: &str) -> f64 {
+    let k = |r: &str| r.trim_end_matches('K').parse::<f64>().expect("K rate") * 1024.0;
+    let (us, u) = (k(us), k(u));
+    let f = size as f64;
+    let capacity = us + (n as f64 - 2.0) * u + 2.0 * u;
+    (f / us).max(n as f64 * f / capacity)
+}
+
+fn fair_main(mib: f64, us_mib: f64, u_mib: f64, n: usize) {
+    let size = (mib * 1048576.0) as usize;
+    let data = servent::cli::demo::sample(43, size);
+    let rate = |m: f64| format!("{}K", (m * 1024.0).round() as u64);
+    let (us, u) = (rate(us_mib), rate(u_mib));
+    let b = bound(size, n, &us, &u);
+    println!(
+        "F = {mib} MiB, u_s = {us_mib} MiB/s, u = {u_mib} MiB/s, N = {n} (peer 0 a free rider, peer 1 generous at 2u); P2P bound {b:.1} s"
+    );
+    println!(
+        "| policy | median (s) | free rider (s) | free rider / median | generous (s) | generous / median | last (s) | last / P2P bound | newcomer's first bytes (s) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for policy in ["tit-for-tat", "fifo"] {
+        let r = fair_run(&data, n, &us, &u, policy);
+        let mut sorted = r.times.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let last = sorted[sorted.len() - 1];
+        let (free, generous) = (r.times[0], r.times[1]);
+        println!(
+            "| {policy} | {median:.1} | {free:.1} | {:.2} | {generous:.1} | {:.2} | {last:.1} | {:.2} | {:.1} |",
+            free / median,
+            generous / median,
+            last / b,
+            r.newcomer_first
+        );
+    }
+}
+
 /// N, client-server time, swarm time, client-server bound, P2P bound.
 type Row = (usize, f64, f64, f64, f64);
 
@@ -333,6 +506,10 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let num = |i: usize, d: f64| args.get(i).copied().unwrap_or(d);
+    if std::env::var_os("SWARM_FAIR").is_some() {
+        let (mib, us, u, n) = (num(0, 64.0), num(1, 4.0), num(2, 1.0), num(3, 16.0));
+        return fair_main(mib, us, u, n as usize);
+    }
     let (mib, us_mib, u_mib) = (num(0, 16.0), num(1, 4.0), num(2, 1.0));
     let ns: Vec<usize> = if args.len() > 3 {
         args[3..].iter().map(|&n| n as usize).collect()

@@ -32,6 +32,7 @@ enum Command {
     Run(Box<RunArgs>),
     Status(StatusArgs),
     Downloads(DownloadsArgs),
+    Uploads(UploadsArgs),
     Peers(PeersArgs),
     Search(SearchArgs),
     Get(GetArgs),
@@ -345,6 +346,35 @@ struct DownloadsArgs {
     config: Option<PathBuf>,
 }
 
+/// Show the running servent's uploads: each file going to each downloader, and every
+/// downloader with its slot (unchoked and why, or choked), its place in the queue, and the
+/// rates both ways.
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "uploads",
+    note = "Under the default tit-for-tat policy the downloaders that give us most of a file we \
+are downloading (or, for a file we hold complete, take it fastest) hold the slots, and one slot \
+moves every 30 s to another so that newcomers can start; the rest wait in a PARQ queue."
+)]
+struct UploadsArgs {
+    /// print JSON instead of tables
+    #[argh(switch)]
+    json: bool,
+
+    /// the running servent's API address (default from the settings, 127.0.0.1:6347)
+    #[argh(option)]
+    api: Option<String>,
+
+    /// its data directory, where the API token is (default from the settings)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+
+    /// the settings file
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
 /// List the running servent's peers, or connect or disconnect one.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "peers")]
@@ -433,6 +463,8 @@ fn main() -> ExitCode {
                 block_on(remote::downloads(&s, action, a.json))
             })
         }
+        Command::Uploads(a) => client_settings(a.config.as_deref(), a.api, a.data_dir)
+            .and_then(|s| block_on(remote::uploads(&s, a.json))),
         Command::Peers(a) => {
             let action = match (a.connect, a.disconnect) {
                 (None, None) => Ok(remote::PeersAction::List),

@@ -585,19 +585,72 @@ async fn a_search_streams_a_file_from_another_node_and_downloads_complete() {
 
     // The sharer's side: its uploads and its shares.
     let ups = sc.get("/api/uploads").await.unwrap();
+    assert_eq!(ups["policy"], "tit-for-tat");
     assert_eq!(
-        shape(&ups),
+        shape(&ups["uploads"]),
         json!([{"peer": "string", "name": "string", "bytes": "number", "size": "number",
-                "started_secs": "number", "active": "bool"}])
+                "requests": "number", "started_secs": "number", "active": "bool",
+                "complete": "bool"}])
     );
-    let total: u64 = ups
+    // One upload per downloader and file, however many range requests it took.
+    let jazz: Vec<&Value> = ups["uploads"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|u| u["name"] == "Free Jazz Session.ogg")
-        .map(|u| u["bytes"].as_u64().unwrap())
-        .sum();
-    assert_eq!(total, data.len() as u64);
+        .collect();
+    assert_eq!(jazz.len(), 1, "{ups}");
+    assert_eq!(jazz[0]["bytes"].as_u64().unwrap(), data.len() as u64);
+    assert_eq!(jazz[0]["complete"], true);
+    let peers = ups["peers"].as_array().unwrap();
+    assert!(!peers.is_empty(), "{ups}");
+    assert_eq!(
+        shape(&ups["peers"][0])
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        [
+            "bytes_in",
+            "bytes_out",
+            "choked",
+            "peer",
+            "position",
+            "rate_in",
+            "rate_out",
+            "reason"
+        ]
+    );
+    // What it took of all files.
+    assert!(
+        peers[0]["bytes_out"].as_u64().unwrap() >= data.len() as u64,
+        "{ups}"
+    );
+    // The same, as `servent uploads` prints it.
+    let home = temp_dir("cli-uploads");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = bin(&home)
+        .args(["uploads", "--api", &_sctl.addr().to_string(), "--data-dir"])
+        .arg(sharer.data_dir())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.starts_with("policy tit-for-tat: "), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("Free Jazz Session.ogg") && l.contains("complete")),
+        "{table}"
+    );
+    assert!(
+        table.contains("unchoked") || table.contains("choked"),
+        "{table}"
+    );
     let shares = sc.get("/api/shares").await.unwrap();
     assert_eq!(
         shape(&shares),
@@ -909,6 +962,7 @@ fn client_commands_say_when_no_servent_runs() {
     for cmd in [
         &["status"][..],
         &["downloads"],
+        &["uploads"],
         &["peers"],
         &["peers", "--connect", "127.0.0.1:9"],
     ] {

@@ -33,6 +33,8 @@ const MIN_FILES: &[(&str, usize)] = &[
     ("thex", 4),
     // Run by tests/magnet_conformance.rs.
     ("magnet", 1),
+    // Run by tests/parq_conformance.rs.
+    ("parq", 1),
     // Run by tests/handshake_transcripts.rs.
     ("handshake", 10),
     // Run by tests/sim_scenarios.rs.

@@ -193,6 +193,91 @@ pub async fn peers(s: &Settings, action: PeersAction, json_out: bool) -> Result<
     Ok(())
 }
 
+/// `servent uploads`: the policy, each file upload, and each downloader with where it stands.
+pub async fn uploads(s: &Settings, json_out: bool) -> Result<(), String> {
+    let c = client(s)?;
+    let v = c.get("/api/uploads").await.map_err(|e| explain(e, s))?;
+    if json_out {
+        return print_json(&v);
+    }
+    print_uploads(&v, &mut std::io::stdout());
+    Ok(())
+}
+
+fn print_uploads(v: &Value, o: &mut impl Write) {
+    let _ = writeln!(
+        o,
+        "policy {}: {} of {} slots in use, {} waiting for one, {} in the queue",
+        str_of(&v["policy"]),
+        num(&v["slots_in_use"]),
+        num(&v["slots"]),
+        num(&v["waiting"]),
+        num(&v["queued"])
+    );
+    let ups = v["uploads"].as_array().cloned().unwrap_or_default();
+    if ups.is_empty() {
+        let _ = writeln!(o, "no uploads yet");
+    } else {
+        let _ = writeln!(
+            o,
+            "{:<21}  {:>9}  {:>9}  {:>5}  {:<8}  name",
+            "peer", "sent", "size", "reqs", "state"
+        );
+        for u in ups {
+            let state = if u["active"].as_bool() == Some(true) {
+                "sending"
+            } else if u["complete"].as_bool() == Some(true) {
+                "complete"
+            } else {
+                "partial"
+            };
+            let _ = writeln!(
+                o,
+                "{:<21}  {:>9}  {:>9}  {:>5}  {:<8}  {}",
+                str_of(&u["peer"]),
+                human(num(&u["bytes"])),
+                human(num(&u["size"])),
+                num(&u["requests"]),
+                state,
+                str_of(&u["name"])
+            );
+        }
+    }
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    if peers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "{:<21}  {:<24}  {:>5}  {:>10}  {:>10}  {:>9}  {:>9}",
+        "downloader", "slot", "place", "gives us", "takes", "given", "taken"
+    );
+    for p in peers {
+        let slot = if p["choked"].as_bool() == Some(true) {
+            "choked".to_string()
+        } else {
+            match p["reason"].as_str() {
+                Some("reciprocal") => "unchoked: gives us most".into(),
+                Some("seed") => "unchoked: takes fastest".into(),
+                Some("optimistic") => "unchoked: optimistic".into(),
+                _ => "unchoked".into(),
+            }
+        };
+        let place = p["position"].as_u64().map_or("-".into(), |n| n.to_string());
+        let _ = writeln!(
+            o,
+            "{:<21}  {:<24}  {:>5}  {:>10}  {:>10}  {:>9}  {:>9}",
+            str_of(&p["peer"]),
+            slot,
+            place,
+            format!("{}/s", human(num(&p["rate_in"]))),
+            format!("{}/s", human(num(&p["rate_out"]))),
+            human(num(&p["bytes_in"])),
+            human(num(&p["bytes_out"]))
+        );
+    }
+}
+
 /// What `servent downloads` does.
 pub enum DownloadsAction {
     List,

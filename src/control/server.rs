@@ -112,7 +112,8 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     (
         "GET",
         "/api/uploads",
-        "uploads in progress and the last ones finished",
+        "the upload policy, each file upload (running and the last finished) and each \
+         downloader: choked or unchoked and why, its place in the queue, rates both ways",
     ),
     ("GET", "/api/shares", "the shared folders and files"),
     (
@@ -150,6 +151,34 @@ struct RunSettings {
     download_limit_bps: u64,
     share_partial: bool,
     upload_slots: usize,
+}
+
+/// `GET /api/uploads`.
+#[derive(serde::Serialize)]
+struct UploadsView {
+    policy: crate::swarm::queue::Policy,
+    slots: usize,
+    slots_in_use: usize,
+    /// Requests waiting this moment for a slot to be handed over.
+    waiting: usize,
+    /// Entries in the PARQ queue.
+    queued: usize,
+    uploads: Vec<crate::transfer::upload::UploadView>,
+    peers: Vec<crate::swarm::queue::PeerView>,
+}
+
+fn uploads_view(ctl: &Control) -> UploadsView {
+    let up = ctl.servent.uploads();
+    let mut q = crate::transfer::turns::lock(&up.queue);
+    UploadsView {
+        policy: q.policy,
+        slots: up.slots.max(),
+        slots_in_use: up.slots.in_use(),
+        waiting: up.slots.waiting(),
+        queued: q.parq().len(),
+        uploads: up.tracker.list(),
+        peers: q.peers(std::time::Instant::now()),
+    }
 }
 
 fn run_settings(ctl: &Control) -> RunSettings {
@@ -533,7 +562,7 @@ async fn route(ctl: &Arc<Control>, req: Request<Incoming>, path: &str) -> Respon
                 .cancel(id)
                 .map_or_else(download_error, |v| ok(&v))
         }),
-        (&Method::GET, ["api", "uploads"]) => Ok(ok(&ctl.servent.uploads().tracker.list())),
+        (&Method::GET, ["api", "uploads"]) => Ok(ok(&uploads_view(ctl))),
         (&Method::GET, ["api", "settings"]) => Ok(ok(&run_settings(ctl))),
         (&Method::PATCH, ["api", "settings"]) => {
             match body::<SettingsPatch>(req, r#"{"upload_limit": "512K"}"#).await {

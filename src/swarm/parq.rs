@@ -21,17 +21,22 @@ pub const MAX_ENTRIES_PER_IP: usize = 64;
 pub const LIFE_AFTER_RETRY: Duration = Duration::from_secs(60);
 /// How late past its `Retry-After` an entry may come and still count in the positions of the
 /// others: one that misses it is passed over (it keeps its ID and, on its return, its place,
-/// as gtk-gnutella's dead entries do), so an absent head cannot hold a slot for a minute.
-pub const RETRY_WINDOW: Duration = Duration::from_secs(10);
+/// as gtk-gnutella's dead entries do). Short: a downloader that no longer needs this source
+/// (it finished, or got the range elsewhere) says nothing, and while it counts it keeps a
+/// free slot from those present (the swarm benchmark's tail stretched by seconds with 10 s).
+/// gtk-gnutella asks again within a second of its `Retry-After`.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(2);
 /// A retry this much earlier than announced is counted (gtk-gnutella tolerates 10 s); the
 /// [`BAN_AFTER`]th within [`BAN_WINDOW`] bans the address for [`BAN_FOR`] (`parq_ban_bad_*`).
 pub const EARLY_TOLERANCE: Duration = Duration::from_secs(10);
 pub const BAN_AFTER: u32 = 10;
 pub const BAN_WINDOW: Duration = Duration::from_secs(600);
 pub const BAN_FOR: Duration = Duration::from_secs(600);
-/// `QUEUE` callbacks: at most one per IP in this time (gtk-gnutella `QUEUE_HOST_DELAY`), and
+/// `QUEUE` callbacks: at most one per address in this time (gtk-gnutella `QUEUE_HOST_DELAY`,
+/// which it counts per IP: we allow a few servents behind one IP, [`MAX_CALLS_PER_IP`]), and
 /// an entry is given up after this many refused in a row (`MAX_QUEUE_REFUSED`).
 pub const QUEUE_HOST_DELAY: Duration = Duration::from_secs(12);
+pub const MAX_CALLS_PER_IP: usize = 8;
 pub const MAX_QUEUE_REFUSED: u32 = 2;
 /// Bans remembered at once.
 pub const MAX_BANS: usize = 1024;
@@ -78,10 +83,6 @@ pub struct Queued {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueuedError {
-    #[error("X-Queued has a malformed ID")]
-    BadId,
-    #[error("X-Queued field {0} is not a number")]
-    BadNumber(&'static str),
     #[error("X-Queued is too long")]
     TooLong,
 }
@@ -89,34 +90,75 @@ pub enum QueuedError {
 /// Longest `X-Queued` value read.
 const MAX_HEADER: usize = 512;
 
+/// Where field `name` starts in `v` as gtk-gnutella finds it (`get_header_value`): the first
+/// match, in any case, at the start or after `;`, `,`, `:` or a space, followed by spaces and
+/// `=`. Returns the text after the `=`.
+fn field<'a>(v: &'a str, name: &str) -> Option<&'a str> {
+    let lower = v.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(name) {
+        let at = from + i;
+        from = at + name.len();
+        let before_ok = at == 0 || matches!(v.as_bytes()[at - 1], b';' | b',' | b':' | b' ');
+        let rest = v[from..].trim_start_matches(' ');
+        if before_ok && let Some(value) = rest.strip_prefix('=') {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// gtk-gnutella's `get_integer`: leading spaces, then the digits up to the first other
+/// character; none is 0, too many saturate at `i32::MAX`.
+fn integer(v: &str) -> u32 {
+    let digits: &str = {
+        let t = v.trim_start_matches(' ');
+        &t[..t.bytes().take_while(u8::is_ascii_digit).count()]
+    };
+    let max = i32::MAX as u64;
+    digits
+        .bytes()
+        .try_fold(0u64, |n, d| {
+            let n = n * 10 + u64::from(d - b'0');
+            (n <= max).then_some(n)
+        })
+        .unwrap_or(max) as u32
+}
+
 impl Queued {
-    /// gtk-gnutella's reader: `name=value` pairs separated by `;` (or `,`), names in any case
-    /// and order, unknown ones ignored (`parq_download_parse_queue_status`).
+    /// gtk-gnutella's reader (`parq_download_parse_queue_status`): fields by name in any
+    /// case and order, the first of each winning, unknown ones ignored, numbers read as far as
+    /// they go. The ID runs to the next `;` (or `,` when there is none); one that is not 32 hex
+    /// digits is not one we can name back, and is left out.
     pub fn parse(v: &str) -> Result<Queued, QueuedError> {
         if v.len() > MAX_HEADER {
             return Err(QueuedError::TooLong);
         }
-        let mut q = Queued::default();
-        for part in v.split([';', ',']) {
-            let Some((name, value)) = part.split_once('=') else {
-                continue;
-            };
-            let (name, value) = (name.trim(), value.trim());
-            let num = |field: &'static str| {
-                value
-                    .parse::<u32>()
-                    .map_err(|_| QueuedError::BadNumber(field))
-            };
-            match name.to_ascii_lowercase().as_str() {
-                "id" => q.id = Some(QueueId::parse(value).ok_or(QueuedError::BadId)?),
-                "position" => q.position = Some(num("position")?),
-                "length" => q.length = Some(num("length")?),
-                "lifetime" => q.lifetime = Some(num("lifetime")?),
-                "eta" => q.eta = Some(num("ETA")?),
-                _ => {}
-            }
+        let id = field(v, "id").and_then(|rest| {
+            let end = rest
+                .find(';')
+                .or_else(|| rest.find(','))
+                .unwrap_or(rest.len());
+            QueueId::parse(&rest[..end])
+        });
+        let num = |name| field(v, name).map(integer);
+        Ok(Queued {
+            id,
+            position: num("position"),
+            length: num("length"),
+            lifetime: num("lifetime"),
+            eta: num("eta"),
+        })
+    }
+
+    /// The lifetime gtk-gnutella counts on, given the answer's `Retry-After`: a missing one is
+    /// `Retry-After + 1`, one below `Retry-After` is at least 300.
+    pub fn lifetime_given(&self, retry_after: u32) -> u32 {
+        match self.lifetime {
+            None => retry_after.saturating_add(1),
+            Some(l) if l < retry_after => retry_after.max(300),
+            Some(l) => l,
         }
-        Ok(q)
     }
 }
 
@@ -176,28 +218,24 @@ pub enum QueueLineError {
     NotQueue,
     #[error("QUEUE line has a malformed ID")]
     BadId,
-    #[error("QUEUE line has a malformed address")]
-    BadAddr,
 }
 
-/// Reads a `QUEUE` line (with or without its line end).
-pub fn parse_queue_line(line: &str) -> Result<(QueueId, SocketAddrV4), QueueLineError> {
+/// Reads a `QUEUE` line (with or without its line end) as gtk-gnutella does
+/// (`parq_download_queue_ack`): the ID after any spaces, then, after one space, the caller's
+/// address, which only helps (a missing or unusable one is `None`, not an error).
+pub fn parse_queue_line(line: &str) -> Result<(QueueId, Option<SocketAddrV4>), QueueLineError> {
     let rest = line
         .trim_end_matches(['\r', '\n'])
         .strip_prefix("QUEUE ")
-        .ok_or(QueueLineError::NotQueue)?;
-    let mut it = rest.split_ascii_whitespace();
-    let id = it
-        .next()
-        .and_then(QueueId::parse)
-        .ok_or(QueueLineError::BadId)?;
-    let addr = it
+        .ok_or(QueueLineError::NotQueue)?
+        .trim_start_matches(' ');
+    let (id, after) = rest.split_once(' ').unwrap_or((rest, ""));
+    let id = QueueId::parse(id).ok_or(QueueLineError::BadId)?;
+    let addr = after
+        .split(' ')
         .next()
         .and_then(|a| a.parse::<SocketAddrV4>().ok())
-        .ok_or(QueueLineError::BadAddr)?;
-    if it.next().is_some() {
-        return Err(QueueLineError::BadAddr);
-    }
+        .filter(|a| a.port() != 0 && !a.ip().is_unspecified());
     Ok((id, addr))
 }
 
@@ -255,8 +293,8 @@ pub struct Parq<F> {
     entries: HashMap<QueueId, Entry<F>>,
     next_seq: u64,
     bans: HashMap<Ipv4Addr, Instant>,
-    /// Last `QUEUE` sent to each IP.
-    called: HashMap<Ipv4Addr, Instant>,
+    /// Last `QUEUE` sent to each address.
+    called: HashMap<SocketAddrV4, Instant>,
 }
 
 impl<F: Clone + PartialEq> Default for Parq<F> {
@@ -471,18 +509,30 @@ impl<F: Clone + PartialEq> Parq<F> {
         let mut out = Vec::new();
         for e in line.into_iter().take(free) {
             let away = e.retry_at.is_some_and(|r| r > now + Duration::from_secs(1));
-            let called_ip = self
+            let Some(cb) = e.callback else {
+                continue;
+            };
+            let recent = |t: &Instant| now.saturating_duration_since(*t) < QUEUE_HOST_DELAY;
+            let called = self.called.get(&cb).is_some_and(recent);
+            let same_ip = self
                 .called
-                .get(e.who.ip())
-                .is_some_and(|t| now.saturating_duration_since(*t) < QUEUE_HOST_DELAY);
-            if let (true, false, None, Some(cb)) = (away, called_ip, e.queue_sent, e.callback) {
+                .iter()
+                .filter(|(a, t)| a.ip() == cb.ip() && recent(t))
+                .count()
+                + out
+                    .iter()
+                    .filter(|(_, a): &&(QueueId, SocketAddrV4)| a.ip() == cb.ip())
+                    .count();
+            if away && !called && e.queue_sent.is_none() && same_ip < MAX_CALLS_PER_IP {
                 out.push((e.id, cb));
             }
         }
-        for (id, _) in &out {
+        for (id, cb) in &out {
             if let Some(e) = self.entries.get_mut(id) {
                 e.queue_sent = Some(now);
-                self.called.insert(*e.who.ip(), now);
+            }
+            if self.called.len() < MAX_ENTRIES {
+                self.called.insert(*cb, now);
             }
         }
         out

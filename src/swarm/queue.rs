@@ -3,10 +3,11 @@
 //! upload server asks it with `now` and the slots free, and holds the slot it grants.
 //!
 //! - `tit-for-tat`: an unchoked peer is served; a choked one is queued, its position its rank
-//!   among the choked by what they give us (or take, for a file we seed), and told to come
-//!   back at the next round. A slot its unchoked peers leave unused goes, for one request, to
-//!   the choked peer first in line (BitTorrent unchokes a peer that is interested when one of
-//!   the best is not; here a slot is lent request by request).
+//!   among the choked by what they give us (or take, for a file we seed). A slot its unchoked
+//!   peers leave unused goes, for one request, to the choked peer first in line (BitTorrent
+//!   unchokes a peer that is interested when one of the best is not; here a slot is lent
+//!   request by request), and a slot freed goes to the unchoked waiting first, then to the
+//!   choked in their order.
 //! - `fifo`: gtk-gnutella's order: the first in line as they arrived, a served request going
 //!   to the back, so the slots go round.
 
@@ -21,10 +22,24 @@ use super::parq::{Parq, ParqError, QueueId};
 /// How long an unchoked peer between two requests keeps its slot from being lent: a
 /// downloader asks its next range within a round trip of the last one's end.
 pub const LEND_GUARD: Duration = Duration::from_secs(2);
-/// Retry hints: a choked peer comes back at the next round, never sooner than this.
-pub const MIN_RETRY: Duration = Duration::from_secs(1);
-/// Under fifo, a refused request comes back soon: the slots turn over request by request.
-pub const FIFO_RETRY: Duration = Duration::from_secs(1);
+/// Retry hints. Near the front of the line (within [`NEAR`] turns of the slots) a refused
+/// request comes back in a second: slots turn over request by request, and a choked peer must
+/// be there when one is lent, as BitTorrent's choked peers stay connected to hear UNCHOKE (a
+/// `Retry-After` of a whole round left the swarm benchmark's peers idle: 30 s instead of 15 at
+/// N = 16). Deeper in the line it comes back later, and a `QUEUE` callback brings it back when
+/// its turn comes first.
+pub const NEAR_RETRY: Duration = Duration::from_secs(1);
+pub const DEEP_RETRY: Duration = Duration::from_secs(10);
+pub const NEAR: usize = 8;
+
+/// When a request at `position` is to ask again, `slots` serving.
+pub fn retry_for(position: u32, slots: usize) -> Duration {
+    if position as usize <= NEAR * slots {
+        NEAR_RETRY
+    } else {
+        DEEP_RETRY
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -104,7 +119,7 @@ pub struct Place {
     pub retry: Duration,
     pub lifetime: u32,
     pub eta: Duration,
-    /// May wait a moment in the handover line (fifo), or not (a choked peer).
+    /// May wait a moment for a slot handed over, at this priority (lower first).
     pub hold: Option<u64>,
 }
 
@@ -112,7 +127,9 @@ pub struct Place {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PeerView {
     pub peer: PeerId,
-    pub decision: Decision,
+    pub choked: bool,
+    /// Why it holds a slot, when unchoked.
+    pub reason: Option<Reason>,
     /// Bytes per second over the choker's window: what it gave us, what it took.
     pub rate_in: u64,
     pub rate_out: u64,
@@ -227,7 +244,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                         priority: seq,
                     };
                 }
-                let retry = FIFO_RETRY;
+                let retry = retry_for(position, self.slots);
                 Admit::Queue(self.place(id, position, length, retry, now, Some(seq)))
             }
             Policy::TitForTat => {
@@ -256,12 +273,10 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                         priority: 1 + u64::from(position),
                     };
                 }
-                let retry = self
-                    .choker
-                    .next_round()
-                    .saturating_duration_since(now)
-                    .max(MIN_RETRY);
-                Admit::Queue(self.place(id, position, length, retry, now, None))
+                // Waits a moment for a slot handed over, behind the unchoked.
+                let retry = retry_for(position, self.slots);
+                let hold = Some(1 + u64::from(position));
+                Admit::Queue(self.place(id, position, length, retry, now, hold))
             }
         }
     }
@@ -399,7 +414,11 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
             };
             out.push(PeerView {
                 peer: who,
-                decision,
+                choked: decision == Decision::Choked,
+                reason: match decision {
+                    Decision::Unchoked(r) => Some(r),
+                    Decision::Choked => None,
+                },
                 rate_in,
                 rate_out,
                 bytes_in: t.bytes_in,
@@ -407,7 +426,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                 position,
             });
         }
-        out.sort_by_key(|v| (v.decision == Decision::Choked, v.position, v.peer));
+        out.sort_by_key(|v| (v.choked, v.position, v.peer));
         out
     }
 }

@@ -484,6 +484,19 @@ impl<'a> Dl<'a> {
     }
 
     /// No byte landed for [`NO_PROGRESS`]: the sources left are not going to deliver.
+    /// Sleeps `d`, or less when the download ends meanwhile (a source that told us to come
+    /// back in ten seconds must not hold up the end of a download other sources finished).
+    async fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.finished() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            async_std::task::sleep(left.min(RANGES_LOOK_EVERY)).await;
+        }
+    }
+
     fn stalled(&self) -> bool {
         lock(&self.last_bytes).elapsed() > NO_PROGRESS
     }
@@ -889,7 +902,7 @@ async fn worker(dl: &Dl<'_>, si: usize) {
         if let Some(at) = wait
             && at > Instant::now()
         {
-            async_std::task::sleep(at - Instant::now()).await;
+            dl.sleep(at - Instant::now()).await;
             continue;
         }
         let called = lock(&dl.called).remove(&si);
@@ -1148,13 +1161,13 @@ async fn handle(
             let called = match queued.and_then(|id| dl.ctx.waiters.wait_queue(id)) {
                 Some(rx) => {
                     futures_lite::future::or(async { rx.recv().await.ok() }, async {
-                        async_std::task::sleep(wait).await;
+                        dl.sleep(wait).await;
                         None
                     })
                     .await
                 }
                 None => {
-                    async_std::task::sleep(wait).await;
+                    dl.sleep(wait).await;
                     None
                 }
             };

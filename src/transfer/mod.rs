@@ -8,6 +8,7 @@ pub mod limit;
 pub mod magnet;
 pub mod plan;
 pub mod probe;
+pub mod records;
 pub mod slots;
 pub mod turns;
 pub mod upload;

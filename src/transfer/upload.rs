@@ -74,7 +74,8 @@ pub struct Uploads {
     /// Our own addresses, never handed out as alt-locs for ourselves.
     pub me: RwLock<Vec<SocketAddrV4>>,
     pub trees: Option<TreeStore>,
-    /// Uploads finished (whole requested range sent); once non-zero, hits say so.
+    /// Uploads finished: files every byte of which went to one downloader, over however many
+    /// requests; once non-zero, hits say so.
     pub completed: Arc<AtomicU64>,
     pub bytes_sent: Arc<AtomicU64>,
     /// Of `bytes_sent`, the bytes sent from files we were still downloading.
@@ -160,117 +161,7 @@ impl Uploads {
     }
 }
 
-/// Finished uploads remembered for status displays; older ones are forgotten. A page shows
-/// about a screenful.
-pub const RECENT_UPLOADS: usize = 50;
-
-/// One upload (one request's range) as a status display shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct UploadView {
-    pub peer: SocketAddrV4,
-    pub name: String,
-    /// Bytes sent so far.
-    pub bytes: u64,
-    /// Bytes asked for in this request (the range's length).
-    pub size: u64,
-    /// Seconds since the upload started.
-    pub started_secs: u64,
-    pub active: bool,
-}
-
-struct Tracked {
-    peer: SocketAddrV4,
-    name: String,
-    size: u64,
-    started: std::time::Instant,
-    bytes: Arc<AtomicU64>,
-}
-
-impl Tracked {
-    fn view(&self, active: bool) -> UploadView {
-        UploadView {
-            peer: self.peer,
-            name: self.name.clone(),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            size: self.size,
-            started_secs: self.started.elapsed().as_secs(),
-            active,
-        }
-    }
-}
-
-/// Uploads in progress (bounded by the slots) and the last [`RECENT_UPLOADS`] finished.
-#[derive(Default)]
-pub struct Tracker {
-    next: AtomicU64,
-    active: std::sync::Mutex<std::collections::HashMap<u64, Tracked>>,
-    recent: std::sync::Mutex<std::collections::VecDeque<Tracked>>,
-}
-
-impl Tracker {
-    fn start(
-        self: &Arc<Self>,
-        peer: SocketAddrV4,
-        name: &str,
-        size: u64,
-    ) -> (Tracking, Arc<AtomicU64>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let bytes = Arc::new(AtomicU64::new(0));
-        let t = Tracked {
-            peer,
-            name: name.to_string(),
-            size,
-            started: std::time::Instant::now(),
-            bytes: bytes.clone(),
-        };
-        self.active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, t);
-        (Tracking(self.clone(), id), bytes)
-    }
-
-    /// Active uploads first (newest first), then finished ones (newest first).
-    pub fn list(&self) -> Vec<UploadView> {
-        let mut active: Vec<UploadView> = self
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|t| t.view(true))
-            .collect();
-        active.sort_by_key(|v| v.started_secs);
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        active.extend(recent.iter().rev().map(|t| t.view(false)));
-        active
-    }
-
-    pub fn active(&self) -> usize {
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-/// Held by an upload's body; dropping it (sent or abandoned) moves the upload to the recent
-/// list.
-struct Tracking(Arc<Tracker>, u64);
-
-impl Drop for Tracking {
-    fn drop(&mut self) {
-        let t = self
-            .0
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.1);
-        if let Some(t) = t {
-            let mut recent = self.0.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() >= RECENT_UPLOADS {
-                recent.pop_front();
-            }
-            recent.push_back(t);
-        }
-    }
-}
+pub use super::records::{RECENT_UPLOADS, Tracker, UploadView};
 
 /// A stream that first replays bytes already read from it.
 pub struct Rewind<S> {
@@ -899,13 +790,14 @@ fn file_body(
 ) -> io::Result<Body> {
     use std::os::unix::fs::FileExt;
     let f = Arc::new(std::fs::File::open(&file.path)?);
-    let (tracking, mine) = up.tracker.start(peer, &file.name, len);
+    let who = slot.as_ref().map_or(peer, |h| h.who);
+    let tracking = up.tracker.start(who, file.sha1, &file.name, file.size);
     let slot = (slot, tracking);
     let partial = file
         .partial
         .is_some()
         .then(|| up.partial_bytes_sent.clone());
-    let sent = (up.bytes_sent.clone(), up.completed.clone(), mine, partial);
+    let sent = (up.bytes_sent.clone(), up.completed.clone(), partial);
     let limit = up.limit.clone();
     let state = (f, start, start + len, slot, sent);
     let stream = futures_lite::stream::unfold(state, move |(f, pos, end, slot, sent)| {
@@ -943,12 +835,12 @@ fn file_body(
                         h.sent(n);
                     }
                     sent.0.fetch_add(n, Ordering::Relaxed);
-                    sent.2.fetch_add(n, Ordering::Relaxed);
-                    if let Some(p) = &sent.3 {
+                    if let Some(p) = &sent.2 {
                         p.fetch_add(n, Ordering::Relaxed);
                     }
                     let next = pos + n;
-                    if next == end {
+                    // An upload served is a whole file gone to a downloader, not a request.
+                    if slot.1.sent(pos, next) {
                         sent.1.fetch_add(1, Ordering::Relaxed);
                     }
                     Some((Ok(Frame::data(b)), (f, next, end, slot, sent)))

@@ -57,7 +57,7 @@ fn fifo_serves_in_arrival_order_and_a_served_request_goes_to_the_back() {
     let c = place(&q.admit(&ask(3, true), 0, t0));
     assert_eq!((b.position, b.length), (1, 1));
     assert_eq!((c.position, c.length), (2, 2));
-    assert_eq!(b.retry, FIFO_RETRY);
+    assert_eq!(b.retry, NEAR_RETRY);
     assert!(b.hold.unwrap() < c.hold.unwrap());
     // A's request ends; C asks first but the free slot is B's.
     q.ended(&QueueId([1; 16]), t0 + secs(1));
@@ -115,7 +115,7 @@ fn a_free_rider_waits_behind_the_peers_that_give_and_gets_the_optimistic_slot_in
         let g = place(&q.admit(&ask(giver, false), 0, now));
         let f = place(&q.admit(&ask(9, false), 0, now));
         assert!(f.position > g.position, "{f:?} {g:?}");
-        assert_eq!(f.retry, q.choker.next_round() - now);
+        assert!(f.hold.unwrap() > g.hold.unwrap());
     }
     // Over enough rounds the free rider does get the optimistic slot.
     let mut got = false;
@@ -150,7 +150,8 @@ fn a_slot_no_unchoked_peer_uses_is_lent_to_the_first_choked_but_not_in_its_guard
     // Peer 2 is choked: all slots are taken.
     let b = place(&q.admit(&ask(2, true), 0, t0));
     assert_eq!(b.position, 1);
-    assert_eq!(b.hold, None);
+    // It may wait for a slot handed over, behind any unchoked peer (priority 0).
+    assert_eq!(b.hold, Some(2));
     // Peer 1's request ends: for a moment its slot waits for its next request.
     q.ended(&QueueId([1; 16]), t0 + secs(1));
     let b = q.admit(&ask(2, true), 1, t0 + secs(1));
@@ -161,23 +162,26 @@ fn a_slot_no_unchoked_peer_uses_is_lent_to_the_first_choked_but_not_in_its_guard
 }
 
 #[test]
-fn a_choked_peer_away_is_called_back_when_a_slot_is_free_for_it() {
+fn a_peer_deep_in_line_comes_back_later_and_is_called_back_when_a_slot_is_free_for_it() {
     let t0 = Instant::now();
     let mut q: UploadQueue<u32> = UploadQueue::new(Policy::TitForTat, 1, t0);
     let mut r = rng();
     q.tick(1, t0, &mut r);
     q.admit(&ask(1, true), 1, t0);
     q.started(&QueueId([1; 16]), t0);
-    let b = place(&q.admit(&ask(2, true), 0, t0 + secs(1)));
-    assert_eq!(b.retry, secs(9));
+    // Those near the front poll every second; the next is deep and told ten.
+    for i in 0..NEAR as u8 {
+        assert_eq!(place(&q.admit(&ask(10 + i, true), 0, t0)).retry, NEAR_RETRY);
+    }
+    let d = place(&q.admit(&ask(4, true), 0, t0 + secs(1)));
+    assert_eq!((d.position, d.retry), (NEAR as u32 + 1, DEEP_RETRY));
     assert!(q.tick(0, t0 + secs(2), &mut r).is_empty());
     q.ended(&QueueId([1; 16]), t0 + secs(2));
-    // Not while the slot's holder may come back for it.
+    // Not while the slot's holder may come back for it, nor while those ahead still count.
     assert!(q.tick(1, t0 + secs(3), &mut r).is_empty());
-    assert_eq!(
-        q.tick(1, t0 + secs(2) + LEND_GUARD, &mut r),
-        vec![(QueueId([2; 16]), peer(2))]
-    );
+    // Those ahead stopped asking: past their window, peer 4 is first, and away.
+    let later = t0 + NEAR_RETRY + crate::swarm::parq::RETRY_WINDOW + secs(2);
+    assert_eq!(q.tick(1, later, &mut r), vec![(QueueId([4; 16]), peer(4))]);
 }
 
 #[test]
@@ -192,9 +196,12 @@ fn the_peer_list_shows_decisions_places_and_both_ways() {
     let v = q.peers(t0);
     assert_eq!(v.len(), 2);
     assert_eq!(v[0].peer, peer(1));
-    assert_eq!(v[0].decision, Decision::Unchoked(Reason::Optimistic));
+    assert_eq!(
+        (v[0].choked, v[0].reason),
+        (false, Some(Reason::Optimistic))
+    );
     assert_eq!((v[0].bytes_out, v[0].bytes_in), (4000, 2000));
     assert_eq!(v[0].position, None);
-    assert_eq!(v[1].decision, Decision::Choked);
+    assert_eq!((v[1].choked, v[1].reason), (true, None));
     assert_eq!(v[1].position, Some(1));
 }
