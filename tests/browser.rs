@@ -569,6 +569,12 @@ fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
     wait_for("a connection in the table", || {
         (!b.find_all("#connections .conn-row").is_empty()).then_some(())
     });
+    // The uploads card names the policy and the slots.
+    wait_for("the upload policy and slots", || {
+        let policy = b.text(&b.find("#uploads-policy"));
+        let summary = b.text(&b.find("#uploads-summary"));
+        (policy == "tit-for-tat" && summary.contains("slots in use")).then_some(())
+    });
 
     // Search: both files arrive, the one with two sources first.
     b.type_into(&b.find("#search-input"), "aurora");

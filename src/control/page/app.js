@@ -238,12 +238,14 @@ function stopPolling() {
 
 async function pollOnce() {
   try {
-    const [status, downloads, connections] = await Promise.all([
+    const [status, downloads, connections, uploads] = await Promise.all([
       api('GET', '/api/status'),
       api('GET', '/api/downloads'),
       api('GET', '/api/connections'),
+      api('GET', '/api/uploads'),
     ]);
     renderConnections(connections);
+    renderUploads(uploads);
     renderStatus(status);
     renderDownloads(downloads);
     clearStickyError();
@@ -350,6 +352,45 @@ function renderConnections(list) {
           el('span', {}, `queue ${pct}%`),
           el('span', {}, fmtDuration(c.connected_secs))));
     }),
+  );
+}
+
+// --- uploads -----------------------------------------------------------------------------
+
+const SLOT_WHY = {
+  reciprocal: 'unchoked: gives us most',
+  seed: 'unchoked: takes fastest',
+  optimistic: 'unchoked: optimistic',
+};
+
+function renderUploads(u) {
+  u = u || {};
+  const ups = Array.isArray(u.uploads) ? u.uploads : [];
+  const peers = Array.isArray(u.peers) ? u.peers : [];
+  $('uploads-policy').textContent = u.policy || '';
+  $('uploads-summary').textContent =
+    `${u.slots_in_use || 0} of ${u.slots || 0} slots in use, ${u.waiting || 0} waiting for one, ` +
+    `${plural(u.queued || 0, 'downloader')} in the queue`;
+  $('upload-list').replaceChildren(
+    ...ups.map((x) => el('div', { class: 'row', role: 'listitem' },
+      el('div', { class: 'row-main' },
+        el('span', {}, x.name || '?'),
+        el('span', { class: 'badge' }, x.active ? 'sending' : (x.complete ? 'complete' : 'partial'))),
+      el('div', { class: 'row-sub muted' },
+        el('span', { class: 'mono' }, x.peer || '?'),
+        el('span', {}, `${fmtBytes(x.bytes)} of ${fmtBytes(x.size)}`),
+        el('span', {}, plural(x.requests || 0, 'request'))))),
+  );
+  $('upload-peers-empty').hidden = peers.length > 0;
+  $('upload-peers').replaceChildren(
+    ...peers.map((p) => el('div', { class: 'row upload-peer', role: 'listitem' },
+      el('div', { class: 'row-main' },
+        el('span', { class: 'mono' }, p.peer || '?'),
+        el('span', { class: 'badge' }, p.choked ? 'choked' : (SLOT_WHY[p.reason] || 'unchoked')),
+        p.position ? el('span', { class: 'muted' }, `place ${p.position} in the queue`) : null),
+      el('div', { class: 'row-sub muted' },
+        el('span', {}, `gives us ${fmtBytes(p.rate_in)}/s, takes ${fmtBytes(p.rate_out)}/s`),
+        el('span', {}, `given ${fmtBytes(p.bytes_in)}, taken ${fmtBytes(p.bytes_out)}`)))),
   );
 }
 
