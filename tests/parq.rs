@@ -119,6 +119,20 @@ async fn a_queued_downloader_is_told_its_place_as_gtk_gnutella_reads_it_and_keep
     .await;
     let qa = queued(&again);
     assert_eq!((qa.id, qa.position), (Some(id), Some(1)), "{again}");
+    // Queued answers have no body (gtk-gnutella reads none and asks again on the same
+    // connection): two requests on one connection, two clean answers.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nX-Queue: 1.1\r\nX-Node: 127.0.0.1:40003\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let first = head(&mut s).await;
+    assert_eq!(header(&first, "Content-Length"), Some("0"), "{first}");
+    assert_eq!(header(&first, "X-Features"), Some("queue/1.1"), "{first}");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let second = head(&mut s).await;
+    assert!(second.starts_with("HTTP/1.1 503 Queued"), "{second}");
+    assert!(header(&second, "X-Features").is_none(), "{second}");
     // A client that speaks no PARQ is told when to come back, no more.
     let legacy = ask(addr, &urn, "").await;
     assert!(legacy.starts_with("HTTP/1.1 503"), "{legacy}");

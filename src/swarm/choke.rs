@@ -116,6 +116,8 @@ struct Peer {
     asking_since: Option<Instant>,
     last_optimistic: Option<Instant>,
     decision: Decision,
+    /// It offers what it holds to others (its requests say which ranges it has).
+    spreads: bool,
 }
 
 /// The choking state of one upload server.
@@ -177,6 +179,7 @@ impl Choker {
                     sent: Window::new(),
                     asking_since: None,
                     last_optimistic: None,
+                    spreads: false,
                     decision: Decision::Choked,
                 },
             );
@@ -213,6 +216,15 @@ impl Choker {
         p.decision
     }
 
+    pub fn spreading(&self, id: &PeerId) -> bool {
+        self.peers.get(id).is_some_and(|p| p.spreads)
+    }
+
+    /// Whether `id` offers others what it holds (as its requests show).
+    pub fn spreads(&mut self, id: PeerId, on: bool, now: Instant) {
+        self.peer(id, now).spreads = on;
+    }
+
     /// We received `bytes` from `id` (it is one of our sources).
     pub fn received(&mut self, id: PeerId, bytes: u64, now: Instant) {
         let sec = self.sec(now);
@@ -237,6 +249,11 @@ impl Choker {
         } else {
             None
         };
+    }
+
+    /// When `id` was first seen.
+    pub fn first_seen(&self, id: &PeerId) -> Option<Instant> {
+        self.peers.get(id).map(|p| p.first_seen)
     }
 
     /// When the next round is due.
@@ -273,7 +290,7 @@ impl Choker {
         let before: Vec<(PeerId, Decision)> =
             self.peers.iter().map(|(k, p)| (*k, p.decision)).collect();
         // Who wants data, and the rate that ranks them.
-        let mut ranked: Vec<(PeerId, u64, Reason)> = Vec::new();
+        let mut ranked: Vec<(PeerId, bool, u64, Reason)> = Vec::new();
         let mut wanting: Vec<PeerId> = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             let Some((at, seeding)) = p.wanted else {
@@ -292,16 +309,19 @@ impl Choker {
                 (p.received.rate(sec), Reason::Reciprocal)
             };
             // A snub costs a reciprocal rank only: a seed asks nobody for anything.
+            // A seed favours those who spread the file fastest (BEP 3): a taker that offers
+            // nothing of what it took spreads nothing, and ranks after those who do.
+            let first = !seeding || p.spreads;
             if rate > 0 && (seeding || !snubbing) {
-                ranked.push((*id, rate, reason));
+                ranked.push((*id, first, rate, reason));
             }
         }
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
         ranked.truncate(self.slots - 1);
         for p in self.peers.values_mut() {
             p.decision = Decision::Choked;
         }
-        for &(id, _, reason) in &ranked {
+        for &(id, _, _, reason) in &ranked {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.decision = Decision::Unchoked(reason);
             }

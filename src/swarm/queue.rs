@@ -22,6 +22,10 @@ use super::parq::{Parq, ParqError, QueueId};
 /// How long an unchoked peer between two requests keeps its slot from being lent: a
 /// downloader asks its next range within a round trip of the last one's end.
 pub const LEND_GUARD: Duration = Duration::from_secs(2);
+/// A peer new to us may borrow a spare slot for its first round (it has nothing to give yet);
+/// after that, only the optimistic slot is its without giving.
+pub const LEND_NEWCOMER: Duration = choke::ROUND;
+
 /// Retry hints. Near the front of the line (within [`NEAR`] turns of the slots) a refused
 /// request comes back in a second: slots turn over request by request, and a choked peer must
 /// be there when one is lent, as BitTorrent's choked peers stay connected to hear UNCHOKE (a
@@ -93,6 +97,8 @@ pub struct Ask<F> {
     pub callback: Option<SocketAddrV4>,
     /// A fresh random ID, taken if it needs a new entry.
     pub fresh: QueueId,
+    /// It offers others what it holds (`X-Available-Ranges` in its request).
+    pub spreads: bool,
 }
 
 /// The answer.
@@ -122,6 +128,11 @@ pub struct Place {
     /// May wait a moment for a slot handed over, at this priority (lower first).
     pub hold: Option<u64>,
 }
+
+/// A peer's place in the line under tit-for-tat: those who give or spread first, then by
+/// rate, faster first.
+type LineKey = (bool, Reverse<u64>);
+const LAST: LineKey = (true, Reverse(0));
 
 /// One peer as displays show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -209,7 +220,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
     }
 
     /// The order of the line: by what they give (or take), then arrival.
-    fn order_keys(&mut self, now: Instant) -> HashMap<PeerId, Reverse<u64>> {
+    fn order_keys(&mut self, now: Instant) -> HashMap<PeerId, LineKey> {
         let waiting: Vec<(PeerId, bool)> = self
             .parq
             .entries()
@@ -219,7 +230,9 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
         let mut keys = HashMap::new();
         for (who, _) in waiting {
             let (rin, rout) = self.choker.rates(&who, now).unwrap_or((0, 0));
-            keys.insert(who, Reverse(if rin > 0 { rin } else { rout }));
+            // Those who give us, or spread what they take, before those who only take.
+            let spreads = rin > 0 || self.choker.spreading(&who);
+            keys.insert(who, (!spreads, Reverse(if rin > 0 { rin } else { rout })));
         }
         keys
     }
@@ -236,7 +249,8 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
         match self.policy {
             Policy::Fifo => {
                 let (position, length) = self.parq.position(&id, now, |_| 0u8, |_| false);
-                let seq = self.parq.get(&id).map_or(0, |e| e.seq);
+                // Never 0: that rank's slots are kept for it between requests (unchoked).
+                let seq = 1 + self.parq.get(&id).map_or(0, |e| e.seq);
                 if position as usize <= free {
                     return Admit::Serve {
                         id,
@@ -248,6 +262,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                 Admit::Queue(self.place(id, position, length, retry, now, Some(seq)))
             }
             Policy::TitForTat => {
+                self.choker.spreads(ask.who, ask.spreads, now);
                 let decision = self.choker.wants(ask.who, ask.seeding, now);
                 if let Decision::Unchoked(r) = decision {
                     self.idle_since.remove(&ask.who);
@@ -262,11 +277,21 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                 let (position, length) = self.parq.position(
                     &id,
                     now,
-                    |e| keys.get(&e.who).copied().unwrap_or(Reverse(0)),
+                    |e| keys.get(&e.who).copied().unwrap_or(LAST),
                     |e| choker.decision(&e.who) != Decision::Choked,
                 );
+                // Of a file we are still downloading, a spare slot goes only to a peer that
+                // gives us something, or is new (it may have nothing yet): one that takes and
+                // never gives has the optimistic slot, no more. A file we seed, anyone may
+                // take.
+                let gives = self.choker.rates(&ask.who, now).is_some_and(|r| r.0 > 0);
+                let new = self
+                    .choker
+                    .first_seen(&ask.who)
+                    .is_some_and(|t| now < t + LEND_NEWCOMER);
+                let deserves = ask.seeding || gives || new;
                 let lendable = free.saturating_sub(self.kept(now));
-                if position as usize <= lendable {
+                if deserves && position as usize <= lendable {
                     return Admit::Serve {
                         id,
                         grant: Grant::Lent,
@@ -275,7 +300,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                 }
                 // Waits a moment for a slot handed over, behind the unchoked.
                 let retry = retry_for(position, self.slots);
-                let hold = Some(1 + u64::from(position));
+                let hold = deserves.then_some(1 + u64::from(position));
                 Admit::Queue(self.place(id, position, length, retry, now, hold))
             }
         }
@@ -362,10 +387,10 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
         let choker = &self.choker;
         // The unchoked first (their slots wait for them), then the line's order.
         self.parq.callbacks(free, now, |e| match policy {
-            Policy::Fifo => (false, Reverse(0)),
+            Policy::Fifo => (false, LAST),
             Policy::TitForTat => (
                 choker.decision(&e.who) == Decision::Choked,
-                keys.get(&e.who).copied().unwrap_or(Reverse(0)),
+                keys.get(&e.who).copied().unwrap_or(LAST),
             ),
         })
     }
@@ -405,7 +430,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                                 .position(
                                     &e.id,
                                     now,
-                                    |x| keys.get(&x.who).copied().unwrap_or(Reverse(0)),
+                                    |x| keys.get(&x.who).copied().unwrap_or(LAST),
                                     |x| choker.decision(&x.who) != Decision::Choked,
                                 )
                                 .0

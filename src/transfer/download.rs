@@ -483,7 +483,8 @@ impl<'a> Dl<'a> {
         store::write_atomic(&self.state_path, &json)
     }
 
-    /// No byte landed for [`NO_PROGRESS`]: the sources left are not going to deliver.
+    /// No byte landed, and no source kept us a place in its queue, for [`NO_PROGRESS`]: the
+    /// sources left are not going to deliver.
     /// Sleeps `d`, or less when the download ends meanwhile (a source that told us to come
     /// back in ten seconds must not hold up the end of a download other sources finished).
     async fn sleep(&self, d: Duration) {
@@ -534,7 +535,8 @@ const MESH_LOOK_EVERY: Duration = Duration::from_secs(2);
 const MAX_PROBE_WAIT: Duration = Duration::from_secs(16);
 /// Sources that failed this many times in a row are given up.
 const MAX_SOURCE_FAILURES: u32 = 3;
-/// A download whose sources all wait or fail without a byte for this long ends as failed.
+/// A download whose sources all wait or fail without a byte (or a queue place) for this long
+/// ends as failed.
 const NO_PROGRESS: Duration = Duration::from_secs(180);
 
 /// Fetches [start, end) of the file (or the part the source sends) over `sender`.
@@ -1156,6 +1158,11 @@ async fn handle(
                 p.wait(si, Instant::now() + wait);
                 p.sources[si].queued.and_then(|q| q.id)
             };
+            // A place in a source's queue is progress of a kind: waiting our turn there is
+            // not a download that stopped moving (gtk-gnutella's queues take minutes).
+            if queued.is_some() {
+                *lock(&dl.last_bytes) = Instant::now();
+            }
             // Queued there: its QUEUE callback, when our turn comes first, ends the wait, and
             // the request goes on the connection it opened.
             let called = match queued.and_then(|id| dl.ctx.waiters.wait_queue(id)) {

@@ -62,8 +62,14 @@ enum Take {
     Never,
 }
 
-/// A held slot; dropping it hands it to the first waiter, or frees it.
-pub struct Slot(Arc<Slots>);
+/// A held slot and the priority it was asked at; dropping it hands it to the first waiter,
+/// or frees it.
+pub struct Slot(Arc<Slots>, u64);
+
+/// The priority whose slots are kept for their rank a moment after each request.
+pub const KEPT: u64 = 0;
+/// How long: a downloader's next request follows its last within a round trip.
+pub const KEEP_FOR: Duration = Duration::from_secs(2);
 
 /// No slot: ask again after `retry`. `position` is where the request stood in the queue when
 /// it gave up (1 = next), or none when the queue was full.
@@ -137,7 +143,7 @@ impl Slots {
             };
             if take {
                 st.used += 1;
-                return Ok(Slot(self.clone()));
+                return Ok(Slot(self.clone(), priority));
             }
             let same_ip = st.queue.iter().filter(|w| w.who.ip() == who.ip()).count();
             if st.queue.len() >= MAX_WAITING || same_ip >= MAX_WAITING_PER_IP {
@@ -174,7 +180,7 @@ impl Slots {
         let rang = async_std::future::timeout(hold, wait.rx.recv()).await;
         wait.settled = true;
         if matches!(rang, Ok(Ok(()))) {
-            return Ok(Slot(self.clone()));
+            return Ok(Slot(self.clone(), priority));
         }
         let mut st = self.state();
         match st.queue.iter().position(|w| w.id == id) {
@@ -188,20 +194,47 @@ impl Slots {
             // Handed over as the wait ran out: the slot is ours after all.
             None => {
                 let _ = wait.rx.try_recv();
-                Ok(Slot(self.clone()))
+                Ok(Slot(self.clone(), priority))
             }
         }
     }
 
-    /// Gives a freed slot to the first waiter still there, or returns it to the pool.
-    fn release(&self) {
+    /// Gives a freed slot to the first waiter still there, or returns it to the pool. A slot
+    /// of the first rank ([`KEPT`]: an unchoked peer's) goes to another of that rank only, for
+    /// [`KEEP_FOR`]: its holder asks again within a round trip, and a waiter of a lower rank
+    /// standing in line would otherwise take every other turn of the slot it earned. If
+    /// nobody of that rank came for it by then, the line has it.
+    fn release(self: &Arc<Self>, holder: u64) {
         let mut st = self.state();
-        while let Some(w) = st.queue.pop_front() {
+        while let Some(w) = st.queue.front() {
+            if holder == KEPT && w.priority != KEPT {
+                break;
+            }
+            let w = st.queue.pop_front().expect("looked at");
             if w.handed.try_send(()).is_ok() {
                 return;
             }
         }
         st.used -= 1;
+        if holder == KEPT && !st.queue.is_empty() {
+            let slots = self.clone();
+            async_std::task::spawn(async move {
+                async_std::task::sleep(KEEP_FOR).await;
+                slots.hand_free();
+            });
+        }
+    }
+
+    /// A free slot to the first waiter, if any waits.
+    fn hand_free(&self) {
+        let mut st = self.state();
+        while st.used < self.max
+            && let Some(w) = st.queue.pop_front()
+        {
+            if w.handed.try_send(()).is_ok() {
+                st.used += 1;
+            }
+        }
     }
 
     pub fn busy(&self) -> bool {
@@ -246,14 +279,14 @@ impl Drop for Wait<'_> {
             st.queue.remove(i);
         } else if self.rx.try_recv().is_ok() {
             drop(st);
-            self.slots.release();
+            self.slots.release(u64::MAX);
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.release(self.1);
     }
 }
 

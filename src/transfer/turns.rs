@@ -28,6 +28,8 @@ pub fn lock(q: &Queue) -> MutexGuard<'_, UploadQueue<Sha1Urn>> {
 pub struct Speaks {
     pub parq: bool,
     pub id: Option<QueueId>,
+    /// It says which ranges it holds: it offers them.
+    pub spreads: bool,
 }
 
 pub fn read_request<B>(req: &Request<B>) -> Speaks {
@@ -39,6 +41,7 @@ pub fn read_request<B>(req: &Request<B>) -> Speaks {
     Speaks {
         parq: h.contains_key("X-Queue") || queued.is_some(),
         id: queued.and_then(|q| q.id),
+        spreads: h.contains_key("X-Available-Ranges"),
     }
 }
 
@@ -93,6 +96,7 @@ pub async fn admit(
         named: speaks.id,
         callback,
         fresh: fresh_id(),
+        spreads: speaks.spreads,
     };
     let admitted = lock(queue).admit(&ask, slots.free(), Instant::now());
     let held = |slot, id, grant| {

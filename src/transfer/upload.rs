@@ -452,6 +452,17 @@ fn lookup(up: &Uploads, req: &Request<Incoming>) -> Lookup {
     Lookup::Found(Served::shared(f))
 }
 
+/// An answer after which the downloader asks again on the same connection (busy, queued, a
+/// range not there yet): no body, as gtk-gnutella sends them. It reads none, and would take one
+/// for the start of the next answer.
+fn bodyless(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
 fn status(code: StatusCode, reason: &'static str) -> Response<Body> {
     let mut r = Response::new(text(reason));
     *r.status_mut() = code;
@@ -471,6 +482,8 @@ fn server_header() -> HeaderValue {
 struct ConnState {
     /// `X-Thex-URI` goes on the first reply of a connection only, as gtk-gnutella sends it.
     thex_sent: std::sync::atomic::AtomicBool,
+    /// `X-Features` likewise: the connection's first answer.
+    features_sent: std::sync::atomic::AtomicBool,
 }
 
 async fn respond(
@@ -481,6 +494,11 @@ async fn respond(
 ) -> Response<Body> {
     let mut resp = respond_inner(up, &req, peer, conn).await;
     resp.headers_mut().insert(header::SERVER, server_header());
+    // What we speak, as gtk-gnutella says it on a connection's first answer: PARQ 1.1.
+    if !conn.features_sent.swap(true, Ordering::Relaxed) {
+        resp.headers_mut()
+            .insert("X-Features", HeaderValue::from_static("queue/1.1"));
+    }
     resp
 }
 
@@ -562,10 +580,7 @@ async fn respond_inner(
         (Some(have), Some((a, b))) => match have.iter().find(|r| r.contains(&a)) {
             Some(r) => Some((a, b.min(r.end - 1))),
             None => {
-                let mut resp = status(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "Requested range not available yet",
-                );
+                let mut resp = bodyless(StatusCode::RANGE_NOT_SATISFIABLE);
                 // gtk-gnutella's wording, which tells this 416 from the out-of-bounds one.
                 resp.extensions_mut()
                     .insert(hyper::ext::ReasonPhrase::from_static(
@@ -598,7 +613,7 @@ async fn respond_inner(
         {
             Ok(h) => Some(h),
             Err(no) => {
-                let mut resp = status(no.code, "Busy");
+                let mut resp = bodyless(no.code);
                 if let Ok(r) = hyper::ext::ReasonPhrase::try_from(no.reason.into_bytes()) {
                     resp.extensions_mut().insert(r);
                 }

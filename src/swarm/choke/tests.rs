@@ -225,3 +225,23 @@ fn rates_cover_the_last_20_seconds_only() {
     assert_eq!(c.rates(&peer(1), t0 + secs(19)).unwrap().0, 1_000);
     assert_eq!(c.rates(&peer(1), t0 + WINDOW).unwrap().0, 0);
 }
+
+#[test]
+fn a_seed_serves_the_takers_that_spread_the_file_before_one_that_keeps_it() {
+    let t0 = Instant::now();
+    let mut c = Choker::new(3, t0);
+    let mut r = rng(6);
+    for s in 0..=ROUND.as_secs() {
+        let now = t0 + secs(s);
+        for i in 1..=4u16 {
+            c.wants(peer(i), true, now);
+            // Peer 4 takes fastest and offers nothing; the others offer what they hold.
+            c.spreads(peer(i), i != 4, now);
+            c.sent(peer(i), u64::from(i) * 10_000, now);
+        }
+        c.tick(now, &mut r);
+    }
+    assert_eq!(c.decision(&peer(3)), Decision::Unchoked(Reason::Seed));
+    assert_eq!(c.decision(&peer(2)), Decision::Unchoked(Reason::Seed));
+    assert_ne!(c.decision(&peer(4)), Decision::Unchoked(Reason::Seed));
+}

@@ -15,6 +15,7 @@ fn ask(i: u8, seeding: bool) -> Ask<u32> {
         named: None,
         callback: Some(peer(i)),
         fresh: QueueId([i; 16]),
+        spreads: true,
     }
 }
 
