@@ -179,34 +179,7 @@ fn run(data: &[u8], n: usize, partial: bool, us: &str, u: &str) -> Duration {
         if partial { "p2p" } else { "cs" }
     ));
     let _ = std::fs::remove_dir_all(&base);
-    let share = base.join("seed-share");
-    std::fs::create_dir_all(&share).expect("share folder");
-    std::fs::write(share.join("bench.bin"), data).expect("the file");
-    let seed = Node::start(&base.join("seed"), Some(&share), us, partial);
-    let urn = Sha1Urn::digest(data);
-    // The seed hashes its share at start; the link carries its Tiger root as a hit would.
-    let end = Instant::now() + START;
-    let tth = loop {
-        let files = seed.get("/api/shares").unwrap_or_default();
-        if let Some(f) = files["files"].as_array().and_then(|a| a.first()) {
-            assert_eq!(f["urn"].as_str(), Some(urn.to_string().as_str()));
-            break f["tth"].as_str().and_then(servent::thex::Tth::from_base32);
-        }
-        assert!(Instant::now() < end, "the seed never shared the file");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let link = Magnet {
-        urn,
-        name: Some("bench.bin".into()),
-        size: Some(data.len() as u64),
-        tth,
-        sources: vec![
-            format!("127.0.0.1:{}", seed.listen)
-                .parse()
-                .expect("address"),
-        ],
-    }
-    .to_link();
+    let (seed, link) = seed_node(&base, data, us, partial, &[]);
     let peers: Vec<Node> = (0..n)
         .map(|i| Node::start(&base.join(format!("peer{i}")), None, u, partial))
         .collect();
@@ -284,7 +257,9 @@ fn seed_node(base: &Path, data: &[u8], us: &str, partial: bool, extra: &[&str]) 
     let end = Instant::now() + START;
     let tth = loop {
         let files = seed.get("/api/shares").unwrap_or_default();
+        // The seed hashes its share at start; the link carries its Tiger root as a hit would.
         if let Some(f) = files["files"].as_array().and_then(|a| a.first()) {
+            assert_eq!(f["urn"].as_str(), Some(urn.to_string().as_str()));
             break f["tth"].as_str().and_then(servent::thex::Tth::from_base32);
         }
         assert!(Instant::now() < end, "the seed never shared the file");
