@@ -25,6 +25,9 @@ pub const LEND_GUARD: Duration = Duration::from_secs(2);
 /// A peer new to us may borrow a spare slot for its first round (it has nothing to give yet);
 /// after that, only the optimistic slot is its without giving.
 pub const LEND_NEWCOMER: Duration = choke::ROUND;
+/// A sharer that asked within this long still wants a seed's spare slots (a request lasts about
+/// 1.5 s at the source's rate, and a choked one comes back within NEAR_RETRY).
+pub const SHARER_DEMAND: Duration = Duration::from_secs(3);
 
 /// Retry hints. Near the front of the line (within [`NEAR`] turns of the slots) a refused
 /// request comes back in a second: slots turn over request by request, and a choked peer must
@@ -169,6 +172,8 @@ pub struct UploadQueue<F> {
     totals: HashMap<PeerId, Totals>,
     /// Unchoked peers between two requests, and when their last one ended.
     idle_since: HashMap<PeerId, Instant>,
+    /// When a peer that gives us, or spreads what it takes, last asked for a slot.
+    sharer_asked: Option<Instant>,
 }
 
 impl<F: Clone + PartialEq> UploadQueue<F> {
@@ -180,6 +185,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
             parq: Parq::new(),
             totals: HashMap::new(),
             idle_since: HashMap::new(),
+            sharer_asked: None,
         }
     }
 
@@ -219,16 +225,18 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
         self.choker.asking(id, on, now);
     }
 
-    /// The order of the line: by what they give (or take), then arrival.
-    fn order_keys(&mut self, now: Instant) -> HashMap<PeerId, LineKey> {
-        let waiting: Vec<(PeerId, bool)> = self
+    /// The order of the line: by what they give (or take), then arrival. `asking` is the peer
+    /// whose request is being decided: its entry is not waiting yet, but it is ranked too.
+    fn order_keys(&mut self, asking: Option<PeerId>, now: Instant) -> HashMap<PeerId, LineKey> {
+        let waiting: Vec<PeerId> = self
             .parq
             .entries()
             .filter(|e| e.waiting(now))
-            .map(|e| (e.who, false))
+            .map(|e| e.who)
+            .chain(asking)
             .collect();
         let mut keys = HashMap::new();
-        for (who, _) in waiting {
+        for who in waiting {
             let (rin, rout) = self.choker.rates(&who, now).unwrap_or((0, 0));
             // Those who give us, or spread what they take, before those who only take.
             let spreads = rin > 0 || self.choker.spreading(&who);
@@ -263,6 +271,15 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
             }
             Policy::TitForTat => {
                 self.choker.spreads(ask.who, ask.spreads, now);
+                let gives = self.choker.rates(&ask.who, now).is_some_and(|r| r.0 > 0);
+                // Whether a sharer wants slots lately, asked before the decision so that an
+                // unchoked sharer's demand counts too.
+                let sharers_want = self
+                    .sharer_asked
+                    .is_some_and(|t| now.saturating_duration_since(t) < SHARER_DEMAND);
+                if gives || ask.spreads {
+                    self.sharer_asked = Some(now);
+                }
                 let decision = self.choker.wants(ask.who, ask.seeding, now);
                 if let Decision::Unchoked(r) = decision {
                     self.idle_since.remove(&ask.who);
@@ -272,7 +289,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                         priority: 0,
                     };
                 }
-                let keys = self.order_keys(now);
+                let keys = self.order_keys(Some(ask.who), now);
                 let choker = &self.choker;
                 let (position, length) = self.parq.position(
                     &id,
@@ -282,14 +299,14 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                 );
                 // Of a file we are still downloading, a spare slot goes only to a peer that
                 // gives us something, or is new (it may have nothing yet): one that takes and
-                // never gives has the optimistic slot, no more. A file we seed, anyone may
-                // take.
-                let gives = self.choker.rates(&ask.who, now).is_some_and(|r| r.0 > 0);
+                // never gives has the optimistic slot, no more. A file we seed goes to those
+                // who pass it on, and to one that keeps it only while none of them asks:
+                // else a free rider takes every slot a sharer leaves for a moment.
                 let new = self
                     .choker
                     .first_seen(&ask.who)
                     .is_some_and(|t| now < t + LEND_NEWCOMER);
-                let deserves = ask.seeding || gives || new;
+                let deserves = gives || new || (ask.seeding && (ask.spreads || !sharers_want));
                 let lendable = free.saturating_sub(self.kept(now));
                 if deserves && position as usize <= lendable {
                     return Admit::Serve {
@@ -376,7 +393,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
         if self.idle_since.len() > choke::MAX_PEERS {
             self.idle_since.clear();
         }
-        let keys = self.order_keys(now);
+        let keys = self.order_keys(None, now);
         let policy = self.policy;
         // Only as many as would be served: slots kept for unchoked peers between two requests
         // are not free for a callback.
@@ -408,7 +425,7 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
                 ids.push(e.who);
             }
         }
-        let keys = self.order_keys(now);
+        let keys = self.order_keys(None, now);
         let mut out = Vec::new();
         for who in ids {
             let (rate_in, rate_out) = self.choker.rates(&who, now).unwrap_or((0, 0));

@@ -206,3 +206,39 @@ fn the_peer_list_shows_decisions_places_and_both_ways() {
     assert_eq!((v[1].choked, v[1].reason), (true, None));
     assert_eq!(v[1].position, Some(1));
 }
+
+#[test]
+fn a_seed_lends_a_spare_slot_to_a_taker_that_keeps_the_file_only_while_no_sharer_asks() {
+    let t0 = Instant::now();
+    let mut q: UploadQueue<u32> = UploadQueue::new(Policy::TitForTat, 1, t0);
+    let mut r = rng();
+    q.tick(1, t0, &mut r);
+    let keeper = |i: u8| Ask {
+        spreads: false,
+        ..ask(i, true)
+    };
+    // The keeper is seen first while every slot is taken; it is a newcomer no longer when
+    // peer 1 takes the optimistic slot, spreads what it takes, and its request ends.
+    assert!(served(&q.admit(&ask(1, true), 1, t0)).is_some());
+    q.started(&QueueId([1; 16]), t0);
+    assert!(matches!(q.admit(&keeper(2), 0, t0), Admit::Queue(_)));
+    q.ended(&QueueId([1; 16]), t0);
+    let t1 = t0 + LEND_NEWCOMER;
+    assert!(served(&q.admit(&ask(1, true), 1, t1)).is_some());
+    q.started(&QueueId([1; 16]), t1);
+    q.ended(&QueueId([1; 16]), t1);
+    // Past the guard the slot is spare, but a sharer asked within SHARER_DEMAND: the keeper
+    // is neither lent it nor allowed to wait for it.
+    let at = t1 + LEND_GUARD;
+    assert!(at < t1 + SHARER_DEMAND);
+    let k = place(&q.admit(&keeper(2), 1, at));
+    assert_eq!(k.hold, None);
+    // A sharer that is choked too would have been lent it.
+    let s = q.admit(&ask(3, true), 1, at);
+    assert_eq!(served(&s), Some(Grant::Lent), "{s:?}");
+    q.started(&QueueId([3; 16]), at);
+    q.ended(&QueueId([3; 16]), at);
+    // Once no sharer has asked for a while, the keeper may have the spare slot.
+    let later = at + SHARER_DEMAND;
+    assert_eq!(served(&q.admit(&keeper(2), 1, later)), Some(Grant::Lent));
+}
