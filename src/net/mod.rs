@@ -8,6 +8,7 @@
 //! an await.
 
 pub mod bootstrap;
+pub mod gate;
 pub mod hyper_io;
 pub mod link;
 
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,10 +41,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first line of an incoming connection must arrive within this.
 const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; more incoming connections are closed at once.
-const MAX_PENDING: usize = 64;
 /// Bytes read before the dispatcher must know what a connection is.
 const MAX_FIRST_BYTES: usize = 4096;
+/// An HTTP request head longer than this is handed over unfinished (the upload server refuses
+/// it); gtk-gnutella's requests with their alt-locs stay well below.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Deliveries waiting for the local servent; more are dropped (and counted in the log).
 const DELIVERY_QUEUE: usize = 4096;
 /// After our Bye, the peer has this long to read it before the socket closes.
@@ -151,7 +153,8 @@ struct Inner {
     core: Mutex<Overlay>,
     links: Mutex<HashMap<ConnId, Arc<Link>>>,
     next_id: AtomicU64,
-    pending: AtomicUsize,
+    /// Incoming connections in their first exchange.
+    gate: Arc<gate::Gate>,
     local: Mutex<LocalInfo>,
     listen: SocketAddrV4,
     deliveries: (Sender<Delivery>, Receiver<Delivery>),
@@ -301,7 +304,7 @@ impl Node {
             core: Mutex::new(core),
             links: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            pending: AtomicUsize::new(0),
+            gate: gate::Gate::new(),
             local: Mutex::new(local),
             listen,
             deliveries: bounded(DELIVERY_QUEUE),
@@ -639,14 +642,16 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         }
         match accepted {
             Ok((stream, peer)) => {
-                if inner.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
-                    inner.pending.fetch_sub(1, Ordering::SeqCst);
-                    debug!("too many handshakes in progress: closing {peer}");
-                    continue;
-                }
+                let ticket = match inner.gate.enter(peer.ip(), Instant::now()) {
+                    Ok(t) => t,
+                    Err(why) => {
+                        debug!("closing {peer}: {why}");
+                        continue;
+                    }
+                };
                 let inner = inner.clone();
                 task::spawn(async move {
-                    incoming(&inner, stream, peer).await;
+                    incoming(&inner, stream, peer, ticket).await;
                 });
             }
             Err(e) => {
@@ -703,30 +708,60 @@ fn classify(b: &[u8]) -> Option<Kind> {
     }
 }
 
-async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let result = timeout(FIRST_LINE_TIMEOUT, async {
-        let mut first = Vec::new();
-        let mut chunk = [0u8; 512];
-        loop {
-            if let Some(k) = classify(&first) {
-                return Ok((k, first));
+/// Reads what a connection is, and for HTTP its whole request head, for a GIV or QUEUE its
+/// first line: the first exchange, which the door's deadline covers.
+async fn read_first(stream: &mut TcpStream) -> io::Result<(Kind, Vec<u8>)> {
+    let mut first = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let mut kind = None;
+    loop {
+        if kind.is_none() {
+            kind = classify(&first);
+            if kind.is_none() && first.len() >= MAX_FIRST_BYTES {
+                kind = Some(Kind::Unknown);
             }
-            if first.len() >= MAX_FIRST_BYTES {
-                return Ok((Kind::Unknown, first));
-            }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            first.extend_from_slice(&chunk[..n]);
         }
-    })
-    .await;
-    let (kind, first) = match result {
-        Ok(Ok(x)) => x,
-        _ => {
-            inner.pending.fetch_sub(1, Ordering::SeqCst);
+        match kind {
+            Some(Kind::Http)
+                if first.len() < MAX_HEAD_BYTES
+                    && memchr::memmem::find(&first, b"\r\n\r\n").is_none()
+                    && memchr::memmem::find(&first, b"\n\n").is_none() => {}
+            Some(Kind::Giv) if first.len() < MAX_FIRST_BYTES && !first.contains(&b'\n') => {}
+            Some(k) => return Ok((k, first)),
+            None => {}
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        first.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn incoming(
+    inner: &Arc<Inner>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ticket: gate::Ticket,
+) {
+    let _ = stream.set_nodelay(true);
+    let shed = async {
+        ticket.shed().await;
+        None
+    };
+    let read = async {
+        timeout(FIRST_LINE_TIMEOUT, read_first(&mut stream))
+            .await
+            .ok()
+    };
+    let (kind, first) = match futures_lite::future::or(read, shed).await {
+        Some(Ok(x)) => x,
+        Some(Err(e)) => {
+            debug!("{peer} went before saying what it is: {e}");
+            return;
+        }
+        None => {
+            debug!("{peer} shed or timed out in its first exchange");
             return;
         }
     };
@@ -747,29 +782,39 @@ async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
         Kind::Gnutella => {
             let local = lock(&inner.local).clone();
             let remote = v4(peer).map(|a| *a.ip());
-            let hs = timeout(
-                HANDSHAKE_TIMEOUT,
-                driver::accept(&mut stream, &local, first, remote, |p| {
-                    let core = lock(&inner.core);
-                    let (free_leaf_slots, free_ultrapeer_slots) = core.free_slots();
-                    Admission {
-                        free_leaf_slots,
-                        free_ultrapeer_slots,
-                        already_connected: core.is_connected(p.guid, p.listen),
-                        try_ultrapeers: core.try_hosts(p.listen),
-                    }
-                }),
-            )
-            .await;
-            inner.pending.fetch_sub(1, Ordering::SeqCst);
+            let hs = async {
+                Some(
+                    timeout(
+                        HANDSHAKE_TIMEOUT,
+                        driver::accept(&mut stream, &local, first, remote, |p| {
+                            let core = lock(&inner.core);
+                            let (free_leaf_slots, free_ultrapeer_slots) = core.free_slots();
+                            Admission {
+                                free_leaf_slots,
+                                free_ultrapeer_slots,
+                                already_connected: core.is_connected(p.guid, p.listen),
+                                try_ultrapeers: core.try_hosts(p.listen),
+                            }
+                        }),
+                    )
+                    .await,
+                )
+            };
+            let shed = async {
+                ticket.shed().await;
+                None
+            };
+            let hs = futures_lite::future::or(hs, shed).await;
+            drop(ticket);
             match hs {
-                Ok(Ok(est)) => run_link(inner.clone(), stream, est, peer, None).await,
-                Ok(Err(e)) => info!("handshake with {peer} failed: {e}"),
-                Err(_) => info!("handshake with {peer} timed out"),
+                Some(Ok(Ok(est))) => run_link(inner.clone(), stream, est, peer, None).await,
+                Some(Ok(Err(e))) => info!("handshake with {peer} failed: {e}"),
+                Some(Err(_)) => info!("handshake with {peer} timed out"),
+                None => info!("handshake with {peer} shed to make room"),
             }
         }
         Kind::Http | Kind::Giv if handler.is_some() => {
-            inner.pending.fetch_sub(1, Ordering::SeqCst);
+            drop(ticket);
             let (Some(h), Some(p)) = (handler, v4(peer)) else {
                 return;
             };
@@ -780,7 +825,6 @@ async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
             }
         }
         Kind::Http => {
-            inner.pending.fetch_sub(1, Ordering::SeqCst);
             // Nothing serves files on this node: say so in HTTP rather than hang up.
             let _ = stream
                 .write_all(
@@ -790,12 +834,10 @@ async fn incoming(inner: &Arc<Inner>, mut stream: TcpStream, peer: SocketAddr) {
             let _ = stream.shutdown(Shutdown::Both);
         }
         Kind::ConnectBack => {
-            inner.pending.fetch_sub(1, Ordering::SeqCst);
             info!("connect-back from {peer}: we are reachable from outside");
             let _ = stream.shutdown(Shutdown::Both);
         }
         Kind::Giv | Kind::Unknown => {
-            inner.pending.fetch_sub(1, Ordering::SeqCst);
             debug!("closing {peer}: {kind:?} not handled");
             let _ = stream.shutdown(Shutdown::Both);
         }

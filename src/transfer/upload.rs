@@ -265,11 +265,22 @@ where
 {
     let mut head = initial;
     let mut chunk = [0u8; 1024];
-    while memchr::memchr(b'\n', &head).is_none() && head.len() < MAX_REQUEST_LINE {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
+    // The dispatcher has usually read the whole head; a caller that has not gets the same
+    // deadline for the request line as hyper gives the rest of it.
+    let line = async {
+        while memchr::memchr(b'\n', &head).is_none() && head.len() < MAX_REQUEST_LINE {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
         }
+        true
+    };
+    if !async_std::future::timeout(HEADER_TIMEOUT, line)
+        .await
+        .unwrap_or(false)
+    {
+        return;
     }
     mend_request_line(&mut head);
     let io = HyperIo(Rewind::new(head, stream));
