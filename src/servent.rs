@@ -17,7 +17,7 @@ use log::{info, warn};
 use crate::net::{Incoming, Node, NodeConfig};
 use crate::overlay::{Delivery, Observation};
 use crate::share::hits::{Offer, Responder, query_hits};
-use crate::share::{HashCache, Library};
+use crate::share::{HashCache, Library, Scanned};
 use crate::swarm::parq::{QueueId, queue_line};
 use crate::thex::Tth;
 use crate::transfer::download::{self, PushWaiters, Source, Spec};
@@ -284,8 +284,18 @@ impl Incoming for Handler {
 impl Servent {
     pub async fn start(cfg: ServentConfig) -> io::Result<Servent> {
         let data_dir = cfg.node.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)?;
-        let library = scan(cfg.shares.clone(), data_dir.clone(), None).await;
+        crate::store::create_private_dir(&data_dir)?;
+        let scanned = scan(cfg.shares.clone(), data_dir.clone(), None).await;
+        for p in &scanned.private {
+            warn!(
+                "{} is servent's data folder, inside a share: it is never shared",
+                p.display()
+            );
+        }
+        if let Some(e) = &scanned.failed {
+            warn!("the first scan of the shares is incomplete: {e}");
+        }
+        let library = scanned.library;
         info!(
             "sharing {} files ({} MiB)",
             library.len(),
@@ -396,12 +406,19 @@ impl Servent {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let lib = scan(
+        let scanned = scan(
             self.shared.shares.clone(),
             self.shared.data_dir.clone(),
             Some(old),
         )
         .await;
+        // A scan cut short (no file descriptors left, a disk error) would unshare what it
+        // did not reach: the library it would replace is the better one.
+        if let Some(e) = scanned.failed {
+            warn!("rescan failed, the shares stay as they were: {e}");
+            return;
+        }
+        let lib = scanned.library;
         let changed = {
             let old = self
                 .shared
@@ -638,10 +655,15 @@ impl Shared {
     }
 }
 
-async fn scan(dirs: Vec<PathBuf>, data_dir: PathBuf, prev: Option<Library>) -> Library {
+async fn scan(dirs: Vec<PathBuf>, data_dir: PathBuf, prev: Option<Library>) -> Scanned {
     task::spawn_blocking(move || {
         let mut cache = HashCache::load(&data_dir);
-        let lib = Library::scan(&dirs, &mut cache, prev.as_ref());
+        let lib = Library::scan(
+            &dirs,
+            std::slice::from_ref(&data_dir),
+            &mut cache,
+            prev.as_ref(),
+        );
         if let Err(e) = cache.save(&data_dir) {
             warn!("cannot save the SHA-1 cache: {e}");
         }

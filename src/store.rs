@@ -19,6 +19,28 @@ pub fn default_data_dir() -> PathBuf {
         .join("servent")
 }
 
+/// Creates the data directory readable by its owner only (it names every shared path, holds
+/// the API token and the GUID), and closes an existing one that others could read.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let meta = std::fs::metadata(dir)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
 /// Writes `data` to `path` through a temporary file and a rename, so a crash never leaves a
 /// half-written file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -63,6 +85,21 @@ pub fn save_hosts(dir: &Path, hosts: &[HostEntry]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_folder_is_made_private_and_an_open_one_is_closed() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("servent-private-{}", std::process::id()));
+        let dir = base.join("a/b");
+        create_private_dir(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn guid_is_made_once_and_then_kept() {

@@ -117,3 +117,121 @@ async fn slow_handshakes_and_silent_heads_from_a_few_addresses_leave_the_door_op
         assert!(closed_within(s, Duration::from_secs(2)).await);
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request to the API with the token; status and body.
+fn api(port: u16, token: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((code, body))
+}
+
+/// Kills the child however the test ends.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[async_std::test]
+async fn with_few_file_descriptors_a_connection_flood_leaves_the_shares_and_the_api_intact() {
+    if connect_from(Ipv4Addr::new(127, 0, 1, 2), "127.0.0.1:9".parse().unwrap())
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrNotAvailable)
+    {
+        eprintln!("skipped: other loopback addresses cannot be bound here");
+        return;
+    }
+    let root = temp_dir("rel-fds");
+    let share = root.join("share");
+    let data = root.join("data");
+    std::fs::create_dir_all(&share).unwrap();
+    for i in 0..3u8 {
+        let body = servent::cli::demo::sample(50 + u64::from(i), 4 << 20);
+        std::fs::write(share.join(format!("track{i}.flac")), body).unwrap();
+    }
+    let (port, api_port) = (free_port(), free_port());
+    let log = std::fs::File::create(root.join("stderr.log")).unwrap();
+    // `ulimit -n` lowers both limits: the node cannot raise its own past 128.
+    let cmd = format!(
+        "ulimit -n 128 && exec {} run --listen 127.0.0.1:{port} --api 127.0.0.1:{api_port} \
+         --data-dir {} --share {} --no-bootstrap --allow-private",
+        env!("CARGO_BIN_EXE_servent"),
+        data.display(),
+        share.display()
+    );
+    let _child = Child(
+        std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .env("RUST_LOG", "servent=info")
+            .env("XDG_CONFIG_HOME", &root)
+            .env("HOME", &root)
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let token_file = data.join("api-token");
+    let mut token = String::new();
+    for _ in 0..100 {
+        if let Ok(t) = std::fs::read_to_string(&token_file)
+            && api(api_port, t.trim(), "GET", "/api/shares").is_ok_and(|(c, _)| c == 200)
+        {
+            token = t.trim().to_string();
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!token.is_empty(), "the servent did not start");
+    let shares = |body: &str| -> usize {
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        v["files"].as_array().map_or(0, |a| a.len())
+    };
+    let (_, body) = api(api_port, &token, "GET", "/api/shares").unwrap();
+    assert_eq!(shares(&body), 3, "{body}");
+    let urn = serde_json::from_str::<serde_json::Value>(&body).unwrap()["files"][0]["urn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 240 connections from 30 addresses in as many /24s, each asking about a file and then
+    // keeping the connection open: more than the node has descriptors for.
+    let to: SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut flood = Vec::new();
+    for i in 0..240u32 {
+        let from = Ipv4Addr::new(127, 1 + (i % 30) as u8, 0, 7);
+        if let Ok(mut s) = connect_from(from, to) {
+            let req = format!("HEAD /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = s.write_all(req.as_bytes()).await;
+            flood.push(s);
+        }
+    }
+    async_std::task::sleep(Duration::from_secs(1)).await;
+    // The API still answers, a rescan finds every file, and the shares are all there.
+    let (code, _) = api(api_port, &token, "POST", "/api/shares/rescan").expect("the API answers");
+    assert_eq!(code, 200);
+    let (_, body) = api(api_port, &token, "GET", "/api/shares").expect("the API answers");
+    assert_eq!(shares(&body), 3, "{body}");
+    drop(flood);
+    let log = std::fs::read_to_string(root.join("stderr.log")).unwrap();
+    assert!(!log.contains("now 0 files"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+}

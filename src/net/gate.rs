@@ -20,6 +20,38 @@ pub const MAX_PENDING: usize = 64;
 pub const MAX_PENDING_PER_IP: usize = 8;
 /// Of those, from one IPv4 /24 (an IPv6 address counts as its own network).
 pub const MAX_PENDING_PER_NET: usize = 16;
+/// Incoming connections open at once from one address, past their first exchange too
+/// (gtk-gnutella lets one address hold a few uploads and one link; a NAT hides several users).
+pub const MAX_OPEN_PER_IP: usize = 32;
+/// File descriptors kept out of the connection budget, at least: files being served and
+/// written, rescans, the API, outgoing dials.
+pub const FD_RESERVE: usize = 32;
+/// The budget never goes below this, however low the limit.
+pub const MIN_BUDGET: usize = 8;
+
+/// How many incoming connections the process can hold, from its file descriptor limit:
+/// a quarter (at least FD_RESERVE) is kept for everything else.
+pub fn budget_for(fd_limit: u64) -> usize {
+    let limit = usize::try_from(fd_limit).unwrap_or(usize::MAX).min(1 << 20);
+    let reserve = (limit / 4).clamp(FD_RESERVE, 4096);
+    limit.saturating_sub(reserve).max(MIN_BUDGET)
+}
+
+/// Raises the soft file descriptor limit to the hard one and returns the connection budget
+/// it allows.
+pub fn raise_fd_limit() -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => {
+            let b = budget_for(n);
+            log::info!("file descriptors: limit {n}, room for {b} incoming connections");
+            b
+        }
+        Err(e) => {
+            log::warn!("cannot read or raise the file descriptor limit: {e}");
+            budget_for(1024)
+        }
+    }
+}
 
 /// Why a newcomer was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +62,10 @@ pub enum Refused {
     Network,
     #[error("the door is full and its address holds the most")]
     Full,
+    #[error("its address has {MAX_OPEN_PER_IP} connections open")]
+    AddressOpen,
+    #[error("the process has as many connections as its file descriptors allow")]
+    Budget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +97,9 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Connections open, first exchange or not, and per address.
+    open_total: usize,
+    open_per_ip: HashMap<IpAddr, usize>,
     next: u64,
     open: HashMap<u64, Pending>,
     per_ip: HashMap<IpAddr, usize>,
@@ -91,14 +130,17 @@ fn dec<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K) {
 /// The counts, for the log and the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GateStats {
+    pub open: usize,
+    pub budget: usize,
     pub pending: usize,
     pub shed: u64,
     pub refused: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gate {
     state: Mutex<State>,
+    budget: usize,
 }
 
 /// A connection's place in the door, given back when dropped.
@@ -107,6 +149,21 @@ pub struct Ticket {
     gate: Arc<Gate>,
     id: u64,
     shed: Receiver<()>,
+}
+
+/// An open incoming connection's share of the budget, given back when dropped.
+#[derive(Debug)]
+pub struct Open {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut s = self.gate.lock();
+        s.open_total -= 1;
+        dec(&mut s.open_per_ip, self.ip);
+    }
 }
 
 impl Ticket {
@@ -124,8 +181,31 @@ impl Drop for Ticket {
 }
 
 impl Gate {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Gate::default())
+    /// A door for at most `budget` open incoming connections.
+    pub fn new(budget: usize) -> Arc<Self> {
+        Arc::new(Gate {
+            state: Mutex::default(),
+            budget: budget.max(MIN_BUDGET),
+        })
+    }
+
+    /// A connection from `ip` is accepted: it counts until the `Open` is dropped.
+    pub fn open(self: &Arc<Self>, ip: IpAddr) -> Result<Open, Refused> {
+        let mut s = self.lock();
+        if s.open_total >= self.budget {
+            s.refused += 1;
+            return Err(Refused::Budget);
+        }
+        if s.open_per_ip.get(&ip).copied().unwrap_or(0) >= MAX_OPEN_PER_IP {
+            s.refused += 1;
+            return Err(Refused::AddressOpen);
+        }
+        s.open_total += 1;
+        *s.open_per_ip.entry(ip).or_insert(0) += 1;
+        Ok(Open {
+            gate: self.clone(),
+            ip,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -199,6 +279,8 @@ impl Gate {
     pub fn stats(&self) -> GateStats {
         let s = self.lock();
         GateStats {
+            open: s.open_total,
+            budget: self.budget,
             pending: s.open.len(),
             shed: s.shed,
             refused: s.refused,
@@ -222,7 +304,7 @@ mod tests {
 
     #[test]
     fn one_address_holds_at_most_its_share_and_gets_it_back_when_done() {
-        let g = Gate::new();
+        let g = Gate::new(1000);
         let t0 = Instant::now();
         let mut held: Vec<Ticket> = (0..MAX_PENDING_PER_IP)
             .map(|_| g.enter(ip(0, 1), t0).expect("room"))
@@ -238,7 +320,7 @@ mod tests {
 
     #[test]
     fn one_network_holds_at_most_its_share() {
-        let g = Gate::new();
+        let g = Gate::new(1000);
         let t0 = Instant::now();
         let _held: Vec<Ticket> = (0..MAX_PENDING_PER_NET)
             .map(|i| g.enter(ip(0, (i / 4) as u8), t0).expect("room"))
@@ -249,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_full_door_sheds_the_oldest_of_the_address_holding_the_most() {
-        let g = Gate::new();
+        let g = Gate::new(1000);
         let t0 = Instant::now();
         let mut tickets = Vec::new();
         // Fill the door from many networks: one address holds 8, the rest 4 each.
@@ -284,8 +366,34 @@ mod tests {
     }
 
     #[test]
+    fn open_connections_stay_within_the_budget_and_a_share_per_address() {
+        let g = Gate::new(40);
+        let mut held = Vec::new();
+        for _ in 0..MAX_OPEN_PER_IP {
+            held.push(g.open(ip(0, 1)).expect("room"));
+        }
+        assert_eq!(g.open(ip(0, 1)).err(), Some(Refused::AddressOpen));
+        for i in 0..(40 - MAX_OPEN_PER_IP) {
+            held.push(g.open(ip(1, i as u8)).expect("room"));
+        }
+        assert_eq!(g.open(ip(2, 1)).err(), Some(Refused::Budget));
+        held.pop();
+        assert!(g.open(ip(2, 1)).is_ok());
+        assert_eq!(g.stats().open, 39);
+    }
+
+    #[test]
+    fn the_budget_keeps_a_reserve_of_descriptors() {
+        assert_eq!(budget_for(1024), 768);
+        assert_eq!(budget_for(64), 32);
+        assert_eq!(budget_for(16), MIN_BUDGET);
+        assert_eq!(budget_for(1 << 20), (1 << 20) - 4096);
+        assert_eq!(budget_for(u64::MAX), (1 << 20) - 4096);
+    }
+
+    #[test]
     fn a_shed_ticket_wakes_its_connection() {
-        let g = Gate::new();
+        let g = Gate::new(1000);
         let t0 = Instant::now();
         let mut tickets = Vec::new();
         for i in 0..MAX_PENDING {

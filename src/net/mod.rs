@@ -213,7 +213,7 @@ pub struct Node {
 impl Node {
     /// Binds the port, loads the data directory and starts accepting and dialling.
     pub async fn start(cfg: NodeConfig) -> io::Result<Node> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        store::create_private_dir(&cfg.data_dir).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -304,7 +304,7 @@ impl Node {
             core: Mutex::new(core),
             links: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            gate: gate::Gate::new(),
+            gate: gate::Gate::new(gate::raise_fd_limit()),
             local: Mutex::new(local),
             listen,
             deliveries: bounded(DELIVERY_QUEUE),
@@ -642,8 +642,12 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         }
         match accepted {
             Ok((stream, peer)) => {
-                let ticket = match inner.gate.enter(peer.ip(), Instant::now()) {
-                    Ok(t) => t,
+                let door = inner.gate.open(peer.ip()).and_then(|open| {
+                    let t = inner.gate.enter(peer.ip(), Instant::now())?;
+                    Ok((open, t))
+                });
+                let (open, ticket) = match door {
+                    Ok(x) => x,
                     Err(why) => {
                         debug!("closing {peer}: {why}");
                         continue;
@@ -652,6 +656,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 let inner = inner.clone();
                 task::spawn(async move {
                     incoming(&inner, stream, peer, ticket).await;
+                    drop(open);
                 });
             }
             Err(e) => {

@@ -133,24 +133,86 @@ fn shareable(name: &str) -> bool {
     !name.starts_with('.') && !name.ends_with(PARTIAL_SUFFIX) && !name.ends_with(".part")
 }
 
-/// Regular files under `dir`, recursively; hidden and partial files and symbolic links (which
-/// could lead outside the share) are left out.
-fn walk(dir: &Path, out: &mut Vec<(PathBuf, String, u64, u64)>) {
+/// A scan's result: what it found, what it left out as private, and the first error that
+/// made it incomplete (a caller with an older library keeps that one instead).
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub library: Library,
+    /// Private folders (the data directory) found inside a share and left out.
+    pub private: Vec<PathBuf>,
+    pub failed: Option<ScanError>,
+}
+
+/// An I/O error that left a scan incomplete: not a file that is unreadable or gone, which is
+/// simply not shared, but a folder that cannot be listed or a read that failed (out of file
+/// descriptors, a disk error).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", path.display())]
+pub struct ScanError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Whether an error only means this one entry is not ours to share.
+fn entry_only(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+    )
+}
+
+struct Walk<'a> {
+    out: Vec<(PathBuf, String, u64, u64)>,
+    private: &'a [PathBuf],
+    skipped: Vec<PathBuf>,
+    failed: Option<ScanError>,
+}
+
+impl Walk<'_> {
+    fn fail(&mut self, path: &Path, source: io::Error) {
+        if self.failed.is_none() {
+            self.failed = Some(ScanError {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    }
+}
+
+/// Regular files under `dir`, recursively; hidden and partial files, private folders and
+/// symbolic links (which could lead outside the share) are left out.
+fn walk(dir: &Path, w: &mut Walk<'_>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
             warn!("cannot read shared folder {}: {e}", dir.display());
+            if !entry_only(&e) {
+                w.fail(dir, e);
+            }
             return;
         }
     };
-    for entry in entries.flatten() {
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                w.fail(dir, e);
+                return;
+            }
+        };
         let name = entry.file_name().to_string_lossy().into_owned();
         if !shareable(&name) {
             continue;
         }
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_dir() {
-            walk(&entry.path(), out);
+            let path = entry.path();
+            if w.private.contains(&path) {
+                w.skipped.push(path);
+                continue;
+            }
+            walk(&path, w);
         } else if ft.is_file()
             && let Ok(meta) = entry.metadata()
         {
@@ -159,7 +221,7 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, String, u64, u64)>) {
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs());
-            out.push((entry.path(), name, meta.len(), mtime));
+            w.out.push((entry.path(), name, meta.len(), mtime));
         }
     }
 }
@@ -176,14 +238,40 @@ pub struct Library {
 }
 
 impl Library {
-    /// Scans `dirs`, hashing what the cache does not know. Indexes of files present in `prev`
-    /// are kept, so links handed out before a rescan stay valid. Blocking: run it off the
-    /// async threads.
-    pub fn scan(dirs: &[PathBuf], cache: &mut HashCache, prev: Option<&Library>) -> Library {
-        let mut found = Vec::new();
+    /// Scans `dirs`, hashing what the cache does not know, never entering a folder of
+    /// `private` (the data directory: our GUID, host cache, API token, hash cache) whatever
+    /// the share settings. Indexes of files present in `prev` are kept, so links handed out
+    /// before a rescan stay valid. Blocking: run it off the async threads.
+    pub fn scan(
+        dirs: &[PathBuf],
+        private: &[PathBuf],
+        cache: &mut HashCache,
+        prev: Option<&Library>,
+    ) -> Scanned {
+        let private: Vec<PathBuf> = private
+            .iter()
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        let mut w = Walk {
+            out: Vec::new(),
+            private: &private,
+            skipped: Vec::new(),
+            failed: None,
+        };
         for d in dirs {
-            walk(d, &mut found);
+            // Walked from its real path, so that private folders compare equal.
+            match d.canonicalize() {
+                Ok(root) if private.contains(&root) => w.skipped.push(root),
+                Ok(root) => walk(&root, &mut w),
+                Err(e) => {
+                    warn!("cannot read shared folder {}: {e}", d.display());
+                    if !entry_only(&e) {
+                        w.fail(d, e);
+                    }
+                }
+            }
         }
+        let mut found = std::mem::take(&mut w.out);
         found.sort();
         let old: HashMap<&Path, FileIndex> = prev
             .map(|p| {
@@ -207,6 +295,9 @@ impl Library {
                     }
                     Err(e) => {
                         warn!("cannot read {}: {e}; not shared", path.display());
+                        if !entry_only(&e) {
+                            w.fail(&path, e);
+                        }
                         continue;
                     }
                 },
@@ -233,7 +324,11 @@ impl Library {
         if hashed > 0 {
             info!("hashed {hashed} new or changed files");
         }
-        lib
+        Scanned {
+            library: lib,
+            private: w.skipped,
+            failed: w.failed,
+        }
     }
 
     fn add(&mut self, f: SharedFile) {
@@ -355,7 +450,7 @@ mod tests {
         std::fs::write(d.join(".hidden.txt"), b"x").unwrap();
         std::fs::write(d.join(format!("movie.avi{PARTIAL_SUFFIX}")), b"x").unwrap();
         let mut cache = HashCache::default();
-        let lib = Library::scan(std::slice::from_ref(&d), &mut cache, None);
+        let lib = Library::scan(std::slice::from_ref(&d), &[], &mut cache, None).library;
         let mut names: Vec<&str> = lib.files().iter().map(|f| f.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["Café Music.ogg", "notes.txt"]);
@@ -370,12 +465,60 @@ mod tests {
     }
 
     #[test]
+    fn the_data_folder_inside_a_share_is_never_shared_nor_a_share_that_is_it() {
+        let d = dir("private");
+        let data = d.join("sub/servent-data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("api-token"), b"secret").unwrap();
+        std::fs::write(data.join("servent-guid"), b"guid").unwrap();
+        std::fs::write(d.join("sub/song.ogg"), b"la").unwrap();
+        let mut cache = HashCache::default();
+        let s = Library::scan(
+            std::slice::from_ref(&d),
+            std::slice::from_ref(&data),
+            &mut cache,
+            None,
+        );
+        let names: Vec<&str> = s.library.files().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["song.ogg"]);
+        assert_eq!(s.private, [data.canonicalize().unwrap()]);
+        assert!(s.failed.is_none());
+        // Sharing the data folder itself shares nothing.
+        let s = Library::scan(
+            std::slice::from_ref(&data),
+            std::slice::from_ref(&data),
+            &mut cache,
+            None,
+        );
+        assert!(s.library.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_listed_makes_the_scan_incomplete_and_says_where() {
+        let d = dir("incomplete");
+        std::fs::write(d.join("a.txt"), b"one").unwrap();
+        // A share that is not a folder: listing it fails, as it would out of descriptors.
+        let not_dir = d.join("a.txt");
+        let mut cache = HashCache::default();
+        let s = Library::scan(&[d.clone(), not_dir.clone()], &[], &mut cache, None);
+        assert_eq!(s.library.len(), 1);
+        let e = s.failed.expect("incomplete");
+        assert_eq!(e.path, not_dir.canonicalize().unwrap());
+        // A folder that is gone is only unshared.
+        let gone = d.join("gone");
+        let s = Library::scan(&[d.clone(), gone], &[], &mut cache, None);
+        assert!(s.failed.is_none());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn a_rescan_keeps_indexes_uses_the_cache_and_sees_changes() {
         let d = dir("rescan");
         std::fs::write(d.join("a.txt"), b"one").unwrap();
         std::fs::write(d.join("b.txt"), b"two").unwrap();
         let mut cache = HashCache::default();
-        let first = Library::scan(std::slice::from_ref(&d), &mut cache, None);
+        let first = Library::scan(std::slice::from_ref(&d), &[], &mut cache, None).library;
         let a_index = first.search_words("a").pop().unwrap().index;
         // Poison the cache entry of a.txt: if it is used, the SHA-1 shows it.
         let a_path = d.join("a.txt");
@@ -383,7 +526,7 @@ mod tests {
         e.sha1 = Sha1Urn::digest(b"cached").base32();
         std::fs::remove_file(d.join("b.txt")).unwrap();
         std::fs::write(d.join("c.txt"), b"three").unwrap();
-        let second = Library::scan(std::slice::from_ref(&d), &mut cache, Some(&first));
+        let second = Library::scan(std::slice::from_ref(&d), &[], &mut cache, Some(&first)).library;
         let a = second.search_words("a").pop().unwrap();
         assert_eq!(a.index, a_index, "index kept");
         assert_eq!(a.sha1, Sha1Urn::digest(b"cached"), "cache used, no rehash");
@@ -399,7 +542,7 @@ mod tests {
         std::fs::write(d.join("Gnutella Protocol Spec.pdf"), b"spec").unwrap();
         std::fs::write(d.join("gnutella logo.png"), b"logo").unwrap();
         let mut cache = HashCache::default();
-        let lib = Library::scan(std::slice::from_ref(&d), &mut cache, None);
+        let lib = Library::scan(std::slice::from_ref(&d), &[], &mut cache, None).library;
         let q = |text: &'static str| Query {
             flags: QueryFlags(0x8000),
             criteria: Text(text.as_bytes()),
