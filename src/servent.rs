@@ -177,6 +177,9 @@ pub struct ServentConfig {
     /// Who gets the upload slots (`upload_policy`).
     pub upload_policy: crate::swarm::queue::Policy,
     pub download_limit: u64,
+    /// The window over which an upload's reader must keep up the minimum rate
+    /// (`transfer::stall`); shortened by tests.
+    pub upload_stall_window: Duration,
 }
 
 impl ServentConfig {
@@ -191,6 +194,7 @@ impl ServentConfig {
             share_partial: true,
             upload_limit: 0,
             upload_policy: crate::swarm::queue::Policy::default(),
+            upload_stall_window: crate::transfer::stall::WINDOW,
             download_limit: 0,
         }
     }
@@ -315,6 +319,10 @@ impl Servent {
         );
         *uploads.me.write().unwrap_or_else(|e| e.into_inner()) =
             vec![node.listen_addr(), node.advertised_addr()];
+        uploads.stall_window_ms.store(
+            cfg.upload_stall_window.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let shared = Arc::new(Shared {
             download_limit: Arc::new(Limiter::new(cfg.download_limit)),
             accept_private,

@@ -235,3 +235,84 @@ async fn with_few_file_descriptors_a_connection_flood_leaves_the_shares_and_the_
     assert!(!log.contains("now 0 files"), "{log}");
     assert!(!log.contains("Too many open files"), "{log}");
 }
+
+/// A client that asks for the whole file on a 4 KiB receive buffer and reads a byte a second.
+fn slow_reader(to: SocketAddrV4, urn: &Sha1Urn) -> std::net::TcpStream {
+    use std::io::Write;
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&SocketAddr::V4(to).into()).unwrap();
+    let mut s = std::net::TcpStream::from(s);
+    write!(s, "GET /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut r = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        while matches!(r.read(&mut b), Ok(1)) {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    s
+}
+
+#[async_std::test]
+async fn readers_that_take_a_byte_a_second_lose_their_slots_to_real_downloads() {
+    let data = servent::cli::demo::sample(43, 16 << 20);
+    let urn = Sha1Urn::digest(&data);
+    let dir = temp_dir("rel-slow-share");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("album.zip"), &data).unwrap();
+    let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("rel-slow"));
+    n.role = Role::Ultrapeer;
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = vec![dir];
+    cfg.firewalled = Some(false);
+    cfg.upload_slots = 4;
+    cfg.upload_stall_window = Duration::from_secs(3);
+    let up = Servent::start(cfg).await.unwrap();
+    let addr = up.node().listen_addr();
+    let slow: Vec<_> = (0..4).map(|_| slow_reader(addr, &urn)).collect();
+    async_std::task::sleep(Duration::from_millis(500)).await;
+    // A real download of the first MiB, asking again while refused, gets served and whole.
+    let t = Instant::now();
+    let want = 1 << 20;
+    let got = loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the slow readers kept every slot"
+        );
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-{}\r\nConnection: close\r\n\r\n",
+            want - 1
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        let _ = async_std::future::timeout(Duration::from_secs(10), s.read_to_end(&mut all)).await;
+        if all.starts_with(b"HTTP/1.1 206") {
+            let at = memchr::memmem::find(&all, b"\r\n\r\n").unwrap() + 4;
+            break all.split_off(at);
+        }
+        async_std::task::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(got, data[..want]);
+    eprintln!("served after {:?}", t.elapsed());
+    // The slow readers were cut off: reading fast now, each meets the end of its connection
+    // long before the file's.
+    for s in slow {
+        use std::io::Read;
+        let mut s = s;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut total = 0usize;
+        let mut b = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("a slow reader's connection is still open: {e}"),
+            }
+        }
+        assert!(total < data.len(), "a slow reader got the whole file");
+    }
+}

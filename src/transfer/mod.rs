@@ -10,5 +10,6 @@ pub mod plan;
 pub mod probe;
 pub mod records;
 pub mod slots;
+pub mod stall;
 pub mod turns;
 pub mod upload;

@@ -25,6 +25,7 @@ use log::{debug, info};
 use super::altlocs as mesh;
 use super::limit::Limiter;
 use super::slots::Slots;
+use super::stall::{self, Stall};
 use super::turns::{self, Held, Queue};
 use crate::net::hyper_io::{AsyncIoTimer, HyperIo};
 use crate::share::partial::{PartialFile, Partials};
@@ -86,6 +87,8 @@ pub struct Uploads {
     /// `X-Available-Ranges` (keyed by file and the address they listen on): our download of
     /// the file reads it, so a peer's new pieces are known without asking it.
     pub peer_ranges: Mutex<lru::LruCache<(Sha1Urn, SocketAddrV4), RangeSet>>,
+    /// The window over which a reader must keep up `stall::MIN_RATE` (shortened by tests).
+    pub stall_window_ms: AtomicU64,
 }
 
 /// Peers' ranges kept at once (in all: an address can only fill the entries of its own IP,
@@ -153,6 +156,7 @@ impl Uploads {
             peer_ranges: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(PEER_RANGES).expect("> 0"),
             )),
+            stall_window_ms: AtomicU64::new(stall::WINDOW.as_millis() as u64),
         }
     }
 
@@ -164,18 +168,25 @@ impl Uploads {
 pub use super::records::{RECENT_UPLOADS, Tracker, UploadView};
 
 /// A stream that first replays bytes already read from it.
+/// It counts the bytes written to it, for the stall watchdog.
 pub struct Rewind<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
+    written: Arc<AtomicU64>,
 }
 
 impl<S> Rewind<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Self::metered(prefix, inner, Arc::default())
+    }
+
+    pub fn metered(prefix: Vec<u8>, inner: S, written: Arc<AtomicU64>) -> Self {
         Rewind {
             prefix,
             pos: 0,
             inner,
+            written,
         }
     }
 }
@@ -206,7 +217,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -214,7 +229,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -283,21 +302,44 @@ where
         return;
     }
     mend_request_line(&mut head);
-    let io = HyperIo(Rewind::new(head, stream));
     let conn_state = Arc::new(ConnState::default());
+    let io = HyperIo(Rewind::metered(head, stream, conn_state.written.clone()));
+    let watched = conn_state.clone();
+    let up = uploads.clone();
     let service = hyper::service::service_fn(move |req| {
         let uploads = uploads.clone();
         let conn_state = conn_state.clone();
         async move { Ok::<_, Infallible>(respond(&uploads, req, peer, &conn_state).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(AsyncIoTimer)
-        .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(true)
-        .serve_connection(io, service);
-    if let Err(e) = conn.await {
-        debug!("HTTP connection from {peer} ended: {e}");
-    }
+    let conn = async {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(AsyncIoTimer)
+            .header_read_timeout(HEADER_TIMEOUT)
+            .keep_alive(true)
+            .serve_connection(io, service);
+        if let Err(e) = conn.await {
+            debug!("HTTP connection from {peer} ended: {e}");
+        }
+    };
+    // Dropping the connection closes it and frees its slot.
+    let watchdog = async {
+        let window = Duration::from_millis(up.stall_window_ms.load(Ordering::Relaxed));
+        let mut stall = Stall::new(window);
+        loop {
+            async_std::task::sleep(stall::CHECK_EVERY).await;
+            let floor = stall::floor(up.limit.rate(), up.slots.max());
+            let sending = watched.sending.load(Ordering::Relaxed) > 0;
+            let written = watched.written.load(Ordering::Relaxed);
+            if stall.stalled(std::time::Instant::now(), written, sending, floor) {
+                info!(
+                    "dropping the upload to {peer}: it read under {floor} B/s for {} s",
+                    window.as_secs()
+                );
+                return;
+            }
+        }
+    };
+    futures_lite::future::or(conn, watchdog).await;
 }
 
 /// A parsed `Range: bytes=…` header, first range only (gtk-gnutella serves only the first of
@@ -495,6 +537,26 @@ struct ConnState {
     thex_sent: std::sync::atomic::AtomicBool,
     /// `X-Features` likewise: the connection's first answer.
     features_sent: std::sync::atomic::AtomicBool,
+    /// Bytes written to the connection.
+    written: Arc<AtomicU64>,
+    /// Bodies of ours not yet sent in full (one, or none between requests).
+    sending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A body on its way: the watchdog judges the reader while one is.
+struct Sending(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Sending {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Sending(n.clone())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn respond(
@@ -658,7 +720,15 @@ async fn respond_inner(
     let body = if head || len == 0 {
         empty()
     } else {
-        match file_body(&file, start, len, held, up, peer) {
+        match file_body(
+            &file,
+            start,
+            len,
+            held,
+            up,
+            peer,
+            Sending::new(&conn.sending),
+        ) {
             Ok(b) => b,
             Err(e) => {
                 info!("cannot open {} for {peer}: {e}", file.path.display());
@@ -813,12 +883,13 @@ fn file_body(
     slot: Option<Held>,
     up: &Uploads,
     peer: SocketAddrV4,
+    sending: Sending,
 ) -> io::Result<Body> {
     use std::os::unix::fs::FileExt;
     let f = Arc::new(std::fs::File::open(&file.path)?);
     let who = slot.as_ref().map_or(peer, |h| h.who);
     let tracking = up.tracker.start(who, file.sha1, &file.name, file.size);
-    let slot = (slot, tracking);
+    let slot = (slot, tracking, sending);
     let partial = file
         .partial
         .is_some()
