@@ -775,16 +775,15 @@ impl Overlay {
     /// (`IPP`) when the ping asked for them with `SCP`.
     fn own_pong_ggep(&self, wants_hosts: bool, exclude: Option<SocketAddrV4>) -> Vec<u8> {
         let mut ggep = GgepBuilder::new();
-        let up = self.cfg.role == Role::Ultrapeer;
-        let (free_leaves, free_ups) = self.free_slots();
-        let clamp = |n: usize| n.min(255) as u8;
-        let slots = [
-            0,
-            clamp(if up { free_leaves } else { 0 }),
-            clamp(if up { free_ups } else { 0 }),
-        ];
-        ggep.push("UP", &slots, Encoding::default())
-            .expect("valid id");
+        // `UP` only in ultrapeer mode, as gtk-gnutella: a leaf that sent it was listed as an
+        // ultrapeer in every host cache its pong reached.
+        if self.cfg.role == Role::Ultrapeer {
+            let (free_leaves, free_ups) = self.free_slots();
+            let clamp = |n: usize| n.min(255) as u8;
+            let slots = [0, clamp(free_leaves), clamp(free_ups)];
+            ggep.push("UP", &slots, Encoding::default())
+                .expect("valid id");
+        }
         let mut vc = crate::wire::VendorCode::SRVT.0.to_vec();
         vc.push(env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0));
         ggep.push("VC", &vc, Encoding::default()).expect("valid id");
@@ -806,7 +805,13 @@ impl Overlay {
         if conn.alive_muid == Some(d.muid) {
             conn.alive_unanswered = 0;
         }
-        let ultrapeer = p.ggep.is_some_and(|g| g.get("UP").is_some());
+        // `UP` says "ultrapeer" (gtk-gnutella's pong has it only in ultra mode), but leaves of
+        // other servents sent it with no slots, and a cache that takes them for ultrapeers
+        // strands leaves after churn. So it counts from an ultrapeer link's own pong, or when
+        // it offers leaf slots, which only an ultrapeer has.
+        let up = p.ggep.and_then(|g| g.value("UP")).filter(|v| v.len() == 3);
+        let own_pong_of_an_ultrapeer = d.hops.0 == 0 && conn.info.role == Role::Ultrapeer;
+        let ultrapeer = up.is_some_and(|v| own_pong_of_an_ultrapeer || v[1] > 0);
         self.hosts.add(p.addr, ultrapeer, false, now);
         if let Some(ipp) = p.ggep.and_then(|g| g.value("IPP")) {
             for c in ipp.chunks_exact(6) {

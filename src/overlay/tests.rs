@@ -533,3 +533,82 @@ fn a_fixed_role_never_switches() {
     }
     assert_eq!(o.role(), Role::Ultrapeer);
 }
+
+fn pong_with_up(hops: u8, port: u16, slots: [u8; 3]) -> Vec<u8> {
+    let mut g = crate::wire::ggep::GgepBuilder::new();
+    g.push("UP", &slots, crate::wire::ggep::Encoding::default())
+        .unwrap();
+    let block = g.finish();
+    Descriptor {
+        muid: Guid([0x51; 16]),
+        ttl: Ttl(1),
+        hops: Hops(hops),
+        payload: Payload::Pong(Pong {
+            addr: SocketAddrV4::new(std::net::Ipv4Addr::new(100, 64, 9, 9), port),
+            files: 0,
+            kbytes: 0,
+            ggep: Some(crate::wire::ggep::Ggep::parse_all(&block).unwrap()),
+        }),
+    }
+    .to_vec()
+}
+
+#[test]
+fn a_leaf_says_it_is_a_leaf_in_its_pong_and_an_ultrapeer_says_its_slots() {
+    let now = now0();
+    let ping = Descriptor {
+        muid: Guid([7; 16]),
+        ttl: Ttl(1),
+        hops: Hops(0),
+        payload: Payload::Ping(Ping::default()),
+    }
+    .to_vec();
+    let up_of = |role: Role| {
+        let mut o = node(role, 1, 0, now);
+        let out = feed(&mut o, 1, &ping, now);
+        let pong = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Send { msg, .. } if msg[16] == 0x01 => Some(msg.to_vec()),
+                _ => None,
+            })
+            .expect("a pong");
+        let Ok(Framed::Frame(f)) = frame(&pong) else {
+            panic!("pong frames")
+        };
+        let Ok(Payload::Pong(p)) = Descriptor::decode(&f).map(|d| d.payload) else {
+            panic!("a pong")
+        };
+        p.ggep.and_then(|g| g.value("UP")).map(|v| v.to_vec())
+    };
+    assert_eq!(up_of(Role::Leaf), None);
+    let up = up_of(Role::Ultrapeer).expect("UP in an ultrapeer's pong");
+    assert_eq!(up.len(), 3);
+    assert!(up[1] > 0, "free leaf slots: {up:?}");
+}
+
+#[test]
+fn a_pong_names_an_ultrapeer_only_when_it_proves_it() {
+    let now = now0();
+    // An ultrapeer with an ultrapeer link (1) and a leaf link (2).
+    let mut o = node(Role::Ultrapeer, 1, 1, now);
+    let is_up = |o: &Overlay, port: u16| {
+        o.hosts()
+            .entries()
+            .iter()
+            .find(|e| e.addr.port() == port)
+            .map(|e| e.ultrapeer)
+    };
+    // Relayed, with UP but no slots: what other servents' leaves sent. A host, not an ultrapeer.
+    feed(&mut o, 1, &pong_with_up(2, 7001, [0, 0, 0]), now);
+    assert_eq!(is_up(&o, 7001), Some(false));
+    // Relayed, offering leaf slots: only an ultrapeer has them.
+    feed(&mut o, 1, &pong_with_up(2, 7002, [0, 5, 1]), now);
+    assert_eq!(is_up(&o, 7002), Some(true));
+    // An ultrapeer link's own pong, full as it may be.
+    feed(&mut o, 1, &pong_with_up(0, 7003, [0, 0, 0]), now);
+    assert_eq!(is_up(&o, 7003), Some(true));
+    // A leaf link's own pong with UP and no slots: a leaf.
+    feed(&mut o, 2, &pong_with_up(0, 7004, [0, 0, 0]), now);
+    assert_eq!(is_up(&o, 7004), Some(false));
+}
