@@ -316,3 +316,56 @@ async fn readers_that_take_a_byte_a_second_lose_their_slots_to_real_downloads() 
         assert!(total < data.len(), "a slow reader got the whole file");
     }
 }
+
+#[async_std::test]
+async fn idle_sockets_do_not_shut_out_the_api_and_wrong_tokens_are_braked() {
+    use hyper::Method;
+    use servent::control::client::Client;
+    use servent::control::{Control, ControlConfig};
+    let s = servent_sharing("rel-api", b"x").await;
+    let ctl = Control::start(
+        s.clone(),
+        ControlConfig {
+            api: "127.0.0.1:0".parse().unwrap(),
+            download_dir: temp_dir("rel-api-downloads"),
+        },
+    )
+    .await
+    .unwrap();
+    let token = std::fs::read_to_string(s.data_dir().join("api-token")).unwrap();
+    let good = Client::new(ctl.addr(), Some(token.trim().to_string()));
+    let std::net::SocketAddr::V4(api) = ctl.addr() else {
+        panic!("IPv4 API")
+    };
+    // 40 sockets that never send a request, from the same 127.0.0.1 as the user: the API used
+    // to hold 32 of them for 30 s and close every newcomer meanwhile.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(TcpStream::connect(api).await.unwrap());
+    }
+    async_std::task::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let r = async_std::future::timeout(
+            Duration::from_secs(3),
+            good.send(Method::GET, "/api/status", None),
+        )
+        .await
+        .expect("an answer within 3 s")
+        .expect("the API answers");
+        assert_eq!(r.status, 200);
+    }
+    drop(idle);
+    // Wrong tokens: the first few answer at once, then each waits longer.
+    let wrong = Client::new(ctl.addr(), Some("0".repeat(64)));
+    let mut last = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = wrong.send(Method::GET, "/api/status", None).await.unwrap();
+        assert_eq!(r.status, 401);
+        last = t.elapsed();
+    }
+    // The 10th is the 7th past the free ones: 7 × 250 ms.
+    assert!(last >= Duration::from_millis(1500), "{last:?}");
+    let r = good.send(Method::GET, "/api/status", None).await.unwrap();
+    assert_eq!(r.status, 200);
+}

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+mod door;
 pub mod downloads;
 mod metrics;
 pub mod searches;

@@ -9,8 +9,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, TcpStream};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
@@ -22,19 +21,17 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use super::Control;
+use super::door::{Door, Entry, MAX_API_CONNECTIONS};
 use super::downloads::DownloadError;
 use super::searches::SearchError;
 use crate::net::hyper_io::{AsyncIoTimer, HyperIo};
 use crate::transfer::upload::Body;
 use crate::wire::Sha1Urn;
 
-/// API connections served at once; more are closed at once. A page holds a few (one per
-/// stream it follows), a script one or two.
-pub const MAX_API_CONNECTIONS: usize = 32;
 /// Largest request body: the biggest legitimate one is a magnet link of a few hundred bytes.
 pub const MAX_BODY: usize = 64 * 1024;
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send its request headers (a local client sends them at once).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One endpoint, for `GET /api`.
 #[derive(Serialize)]
@@ -194,17 +191,8 @@ fn run_settings(ctl: &Control) -> RunSettings {
     }
 }
 
-/// Decrements the connection count when a connection ends.
-struct Held(Arc<AtomicUsize>);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 pub(super) async fn accept_loop(ctl: Arc<Control>, listener: TcpListener) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let door = Door::new();
     loop {
         let stop = async {
             let _ = ctl.stop.1.recv().await;
@@ -220,25 +208,41 @@ pub(super) async fn accept_loop(ctl: Arc<Control>, listener: TcpListener) {
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::SeqCst) >= MAX_API_CONNECTIONS {
-            open.fetch_sub(1, Ordering::SeqCst);
-            debug!("API: refusing {peer}, {MAX_API_CONNECTIONS} connections open");
+        let Some(entry) = door.enter(Instant::now()) else {
+            debug!("API: refusing {peer}, {MAX_API_CONNECTIONS} connections busy");
             continue;
-        }
-        let held = Held(open.clone());
+        };
         let ctl = ctl.clone();
+        let door = door.clone();
         async_std::task::spawn(async move {
-            serve(ctl, stream, peer).await;
-            drop(held);
+            let entry = Arc::new(entry);
+            let shed = async {
+                entry.shed().await;
+                debug!("API: {peer} shed, idle longest when the door was full");
+            };
+            futures_lite::future::or(serve(ctl, door, entry.clone(), stream, peer), shed).await;
         });
     }
 }
 
-async fn serve(ctl: Arc<Control>, stream: TcpStream, peer: SocketAddr) {
+async fn serve(
+    ctl: Arc<Control>,
+    door: Arc<Door>,
+    entry: Arc<Entry>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let local = stream.local_addr().ok();
     let service = hyper::service::service_fn(move |req| {
         let ctl = ctl.clone();
-        async move { Ok::<_, Infallible>(respond(&ctl, req, local).await) }
+        let door = door.clone();
+        let entry = entry.clone();
+        async move {
+            entry.busy();
+            let r = respond(&ctl, &door, req, local, peer.ip()).await;
+            // Idle again once the answer's body is sent (a search stream is long).
+            Ok::<_, Infallible>(r.map(|b| Answering { body: b, entry }.boxed()))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(AsyncIoTimer)
@@ -247,6 +251,38 @@ async fn serve(ctl: Arc<Control>, stream: TcpStream, peer: SocketAddr) {
         .serve_connection(HyperIo(stream), service);
     if let Err(e) = conn.await {
         debug!("API connection from {peer} ended: {e}");
+    }
+}
+
+/// An answer's body; its connection counts as idle again when it is gone.
+struct Answering {
+    body: Body,
+    entry: Arc<Entry>,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.entry.idle(Instant::now());
+    }
+}
+
+impl hyper::body::Body for Answering {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -333,8 +369,10 @@ fn authorized(ctl: &Control, req: &Request<Incoming>) -> bool {
 
 async fn respond(
     ctl: &Arc<Control>,
+    door: &Door,
     req: Request<Incoming>,
     local: Option<SocketAddr>,
+    ip: IpAddr,
 ) -> Response<Body> {
     // Two Host headers are ambiguous: which one did the guard below check?
     if req.headers().get_all(header::HOST).iter().count() > 1 {
@@ -361,6 +399,11 @@ async fn respond(
         return page(&req, &path);
     }
     if !authorized(ctl, &req) {
+        // Wrong tokens in a row wait longer and longer for their answer.
+        let wait = door.failed(ip, Instant::now());
+        if !wait.is_zero() {
+            async_std::task::sleep(wait).await;
+        }
         let mut r = error(
             StatusCode::UNAUTHORIZED,
             &format!(
