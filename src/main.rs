@@ -252,6 +252,12 @@ struct RunArgs {
     #[argh(option)]
     upload_policy: Option<String>,
 
+    /// seconds a download keeps trying a source it cannot reach, less and less often (1 s
+    /// doubling to 30 s), before giving it up (default 300: a servent restarting or a router
+    /// renewing its lease comes back within that)
+    #[argh(option)]
+    source_patience: Option<u64>,
+
     /// the settings file (default <config dir>/servent/config.toml; a missing default file
     /// is fine, a missing given one is an error)
     #[argh(option)]
@@ -288,6 +294,7 @@ impl RunArgs {
             upload_limit: self.upload_limit.clone(),
             download_limit: self.download_limit.clone(),
             upload_policy: self.upload_policy.clone(),
+            source_patience: self.source_patience,
         }
     }
 }

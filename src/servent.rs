@@ -180,6 +180,9 @@ pub struct ServentConfig {
     /// The window over which an upload's reader must keep up the minimum rate
     /// (`transfer::stall`); shortened by tests.
     pub upload_stall_window: Duration,
+    /// How long a download tries a source it cannot reach before giving it up
+    /// (`source_patience`).
+    pub source_patience: Duration,
 }
 
 impl ServentConfig {
@@ -195,6 +198,7 @@ impl ServentConfig {
             upload_limit: 0,
             upload_policy: crate::swarm::queue::Policy::default(),
             upload_stall_window: crate::transfer::stall::WINDOW,
+            source_patience: crate::transfer::download::SOURCE_PATIENCE,
             download_limit: 0,
         }
     }
@@ -215,6 +219,7 @@ struct Shared {
     data_dir: PathBuf,
     download_limit: Arc<Limiter>,
     accept_private: bool,
+    source_patience: Duration,
 }
 
 /// A running servent.
@@ -324,6 +329,7 @@ impl Servent {
             std::sync::atomic::Ordering::Relaxed,
         );
         let shared = Arc::new(Shared {
+            source_patience: cfg.source_patience,
             download_limit: Arc::new(Limiter::new(cfg.download_limit)),
             accept_private,
             node: node.clone(),
@@ -529,6 +535,7 @@ impl Servent {
             limit: self.shared.download_limit.clone(),
             announce: Arc::new(announce),
             accept_private: self.shared.accept_private,
+            patience: self.shared.source_patience,
         };
         let urn = spec.urn;
         // The file's words and urn go into our QRP table while it downloads, so queries for it

@@ -369,3 +369,97 @@ async fn idle_sockets_do_not_shut_out_the_api_and_wrong_tokens_are_braked() {
     let r = good.send(Method::GET, "/api/status", None).await.unwrap();
     assert_eq!(r.status, 200);
 }
+
+/// The servent binary sharing `share` on `port`, with its upload limited: killed when dropped.
+fn uploader_process(root: &std::path::Path, share: &std::path::Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("uploader.log"))
+        .unwrap();
+    Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_servent"))
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--api",
+                "off",
+            ])
+            .arg("--data-dir")
+            .arg(root.join("up-data"))
+            .arg("--share")
+            .arg(share)
+            .args(["--no-bootstrap", "--allow-private", "--upload-limit", "1M"])
+            .env("RUST_LOG", "servent=info")
+            .env("XDG_CONFIG_HOME", root)
+            .env("HOME", root)
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[async_std::test]
+async fn a_download_waits_for_its_only_source_to_come_back_and_completes() {
+    use servent::transfer::download::Progress;
+    use std::sync::atomic::Ordering;
+    let root = temp_dir("rel-restart");
+    let share = root.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let data = servent::cli::demo::sample(47, 6 << 20);
+    let urn = Sha1Urn::digest(&data);
+    std::fs::write(share.join("lecture.mp4"), &data).unwrap();
+    let port = free_port();
+    let mut up = uploader_process(&root, &share, port);
+    // Wait until it serves.
+    let to: SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if TcpStream::connect(to).await.is_ok() {
+            ready = true;
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the uploader did not start");
+    let getter = {
+        let n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), root.join("get-data"));
+        let mut cfg = ServentConfig::new(n);
+        cfg.firewalled = Some(false);
+        Servent::start(cfg).await.unwrap()
+    };
+    let link = format!(
+        "magnet:?xt={urn}&dn=lecture.mp4&xl={}&xs=http://127.0.0.1:{port}/uri-res/N2R?{urn}",
+        data.len()
+    );
+    let spec = servent::transfer::magnet::parse(&link)
+        .unwrap()
+        .spec()
+        .unwrap();
+    let progress = Progress::default();
+    let out = root.join("got");
+    let dl = getter.download(spec, &out, &progress);
+    let churn = async {
+        while progress.done.load(Ordering::Relaxed) < 1 << 20 {
+            async_std::task::sleep(Duration::from_millis(20)).await;
+        }
+        // kill -9 mid-transfer; back 10 s later on the same port.
+        let _ = up.0.kill();
+        let _ = up.0.wait();
+        let at_kill = progress.done.load(Ordering::Relaxed);
+        async_std::task::sleep(Duration::from_secs(10)).await;
+        up = uploader_process(&root, &share, port);
+        at_kill
+    };
+    let (path, at_kill) = futures_lite::future::zip(
+        async_std::future::timeout(Duration::from_secs(60), dl),
+        churn,
+    )
+    .await;
+    let path = path
+        .expect("the download ended within 60 s")
+        .expect("the download completed");
+    assert!((at_kill as usize) < data.len(), "killed before the end");
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+}

@@ -81,6 +81,7 @@ pub fn servent_config(s: &Settings) -> Result<ServentConfig, String> {
     scfg.share_partial = s.share_partial;
     scfg.upload_limit = s.upload_limit;
     scfg.upload_policy = s.upload_policy;
+    scfg.source_patience = std::time::Duration::from_secs(s.source_patience);
     scfg.download_limit = s.download_limit;
     Ok(scfg)
 }

@@ -64,6 +64,7 @@ pub struct Layer {
     pub download_limit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_policy: Option<String>,
+    pub source_patience: Option<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("upload_limit", Kind::Text, "off"),
     ("download_limit", Kind::Text, "off"),
     ("upload_policy", Kind::Text, "tit-for-tat"),
+    ("source_patience", Kind::Number, "300"),
 ];
 
 /// Where a value came from.
@@ -152,6 +154,8 @@ pub struct Settings {
     pub download_limit: u64,
     /// Who gets the upload slots: those who give most (`tit-for-tat`) or the first come.
     pub upload_policy: crate::swarm::queue::Policy,
+    /// Seconds a download keeps trying a source it cannot reach.
+    pub source_patience: u64,
     /// Each key's value as TOML and its origin, in key order.
     pub origins: Vec<(&'static str, String, Origin)>,
 }
@@ -335,6 +339,7 @@ impl Settings {
                 place("upload_slots")
             ));
         }
+        let source_patience = layer.source_patience.unwrap_or(300);
         let rate = |key: &str, v: &Option<String>| -> Result<u64, String> {
             v.as_deref()
                 .map_or(Ok(0), crate::transfer::limit::parse_rate)
@@ -369,6 +374,7 @@ impl Settings {
             upload_limit,
             download_limit,
             upload_policy,
+            source_patience,
             origins: Vec::new(),
         };
         let effective = to_table(&s.as_layer());
@@ -413,6 +419,7 @@ impl Settings {
             upload_limit: Some(crate::transfer::limit::format_rate(self.upload_limit)),
             download_limit: Some(crate::transfer::limit::format_rate(self.download_limit)),
             upload_policy: Some(self.upload_policy.to_string()),
+            source_patience: Some(self.source_patience),
         }
     }
 
@@ -497,6 +504,7 @@ mod tests {
             upload_limit: Some(String::new()),
             download_limit: Some(String::new()),
             upload_policy: Some(String::new()),
+            source_patience: Some(0),
         };
         let t = to_table(&full);
         let mut names: Vec<&str> = t.keys().map(String::as_str).collect();

@@ -141,6 +141,9 @@ pub struct Context {
     pub announce: Arc<dyn Fn() -> Option<SocketAddrV4> + Send + Sync>,
     /// Alt-locs on loopback or private addresses are used (test networks, `allow_private`).
     pub accept_private: bool,
+    /// How long a source we cannot reach is tried again before it is given up
+    /// (`source_patience`).
+    pub patience: Duration,
 }
 
 /// SHA-1 of the file's bytes, computed as the contiguous prefix grows: beside the write when
@@ -535,6 +538,12 @@ const MESH_LOOK_EVERY: Duration = Duration::from_secs(2);
 const MAX_PROBE_WAIT: Duration = Duration::from_secs(16);
 /// Sources that failed this many times in a row are given up.
 const MAX_SOURCE_FAILURES: u32 = 3;
+/// How long an unreachable source is tried again by default: a servent restarting, a home
+/// router renewing its lease, take seconds to a minute or two.
+pub const SOURCE_PATIENCE: Duration = Duration::from_secs(300);
+/// Waits between tries of an unreachable source: doubling from the first, up to the last.
+const REACH_FIRST: Duration = Duration::from_secs(1);
+const REACH_MAX: Duration = Duration::from_secs(30);
 /// A download whose sources all wait or fail without a byte (or a queue place) for this long
 /// ends as failed.
 const NO_PROGRESS: Duration = Duration::from_secs(180);
@@ -600,7 +609,7 @@ async fn fetch(
         let bad: Vec<SocketAddrV4> = lock(&dl.plan)
             .sources
             .iter()
-            .filter(|s| matches!(s.state, SourceState::Failed | SourceState::Bad))
+            .filter(|s| s.unreachable || matches!(s.state, SourceState::Failed | SourceState::Bad))
             .map(|s| s.src.addr)
             .filter(|a| *a != src.addr)
             .take(REQUEST_NALTS)
@@ -889,6 +898,8 @@ async fn worker(dl: &Dl<'_>, si: usize) {
     }
     let _asking = Asking(dl, lock(&dl.plan).sources[si].src.addr);
     let mut failures = 0u32;
+    // Since when, and how many times in a row, the source could not be reached.
+    let mut unreachable: Option<(Instant, u32)> = None;
     // Write buffers, reused from chunk to chunk.
     let mut bufs: Vec<Vec<u8>> = Vec::new();
     let mut tried_tree = false;
@@ -913,16 +924,44 @@ async fn worker(dl: &Dl<'_>, si: usize) {
             None => open(dl.ctx, &src).await,
         };
         let stream = match opened {
-            Ok(s) => s,
+            Ok(s) => {
+                lock(&dl.plan).sources[si].unreachable = false;
+                if let Some((since, _)) = unreachable.take() {
+                    info!(
+                        "{}: source {} is back after {} s",
+                        dl.spec.name,
+                        src.addr,
+                        since.elapsed().as_secs()
+                    );
+                }
+                s
+            }
             Err(e) => {
-                failures += 1;
-                if failures >= MAX_SOURCE_FAILURES {
-                    info!("{}: giving up source {}: {e}", dl.spec.name, src.addr);
+                // A source that went away may come back (a restart, a new lease): it is
+                // tried again, less and less often, for the patience the user gave.
+                let (since, tries) = unreachable.get_or_insert((Instant::now(), 0));
+                *tries += 1;
+                lock(&dl.plan).sources[si].unreachable = true;
+                if since.elapsed() >= dl.ctx.patience {
+                    info!(
+                        "{}: giving up source {} after {} s unreachable: {e}",
+                        dl.spec.name,
+                        src.addr,
+                        since.elapsed().as_secs()
+                    );
                     give_up(dl, si);
                     return;
                 }
-                debug!("{}: source {}: {e}", dl.spec.name, src.addr);
-                async_std::task::sleep(Duration::from_millis(500 * u64::from(failures))).await;
+                let wait = REACH_FIRST
+                    .saturating_mul(1 << (*tries - 1).min(5))
+                    .min(REACH_MAX);
+                info!(
+                    "{}: source {} unreachable ({e}); trying again in {} s",
+                    dl.spec.name,
+                    src.addr,
+                    wait.as_secs()
+                );
+                dl.sleep(wait).await;
                 continue;
             }
         };
@@ -1521,16 +1560,32 @@ fn final_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Opens a stream to `src`: directly unless it wants a Push, then through Push and GIV.
 async fn open(ctx: &Context, src: &Source) -> io::Result<TcpStream> {
+    // What went wrong directly, named in the error if Push does not help either: the user
+    // wants to read "connection refused", not only that Push had no route.
+    let mut direct = None;
     if !src.push {
         match timeout(CONNECT_TIMEOUT, TcpStream::connect(src.addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
-            Ok(Err(e)) => debug!("direct connection to {} failed: {e}", src.addr),
-            Err(_) => debug!("direct connection to {} timed out", src.addr),
+            Ok(Err(e)) => {
+                debug!("direct connection to {} failed: {e}", src.addr);
+                direct = Some((e.kind(), format!("{}: {e}", src.addr)));
+            }
+            Err(_) => {
+                debug!("direct connection to {} timed out", src.addr);
+                direct = Some((
+                    io::ErrorKind::TimedOut,
+                    format!("{}: no answer in {} s", src.addr, CONNECT_TIMEOUT.as_secs()),
+                ));
+            }
         }
     }
+    let fail = |kind: io::ErrorKind, push: String| match &direct {
+        Some((k, d)) => io::Error::new(*k, format!("{d}; {push}")),
+        None => io::Error::new(kind, push),
+    };
     let rx = ctx.waiters.wait(src.servent);
     let me = ctx.node.advertised_addr();
     let sent = ctx.node.push(&Push {
@@ -1540,7 +1595,7 @@ async fn open(ctx: &Context, src: &Source) -> io::Result<TcpStream> {
         ggep: None,
     });
     if !sent {
-        return Err(io::Error::new(
+        return Err(fail(
             io::ErrorKind::NotConnected,
             format!("no route to push to {}", src.servent),
         ));
@@ -1548,7 +1603,7 @@ async fn open(ctx: &Context, src: &Source) -> io::Result<TcpStream> {
     info!("asked {} to push to us at {me}", src.servent);
     match timeout(GIV_TIMEOUT, rx.recv()).await {
         Ok(Ok(s)) => Ok(s),
-        _ => Err(io::Error::new(
+        _ => Err(fail(
             io::ErrorKind::TimedOut,
             format!("{} did not call back", src.servent),
         )),

@@ -69,6 +69,8 @@ pub struct SourceInfo {
     pub rate: Option<f64>,
     /// Its PARQ queue's last word on us: our ID there and place (SWARM.md §4.1).
     pub queued: Option<crate::swarm::parq::Queued>,
+    /// Its last connection attempt failed: it is tried again, and named dead meanwhile.
+    pub unreachable: bool,
 }
 
 impl SourceInfo {
@@ -184,6 +186,7 @@ impl Plan {
             retry_at: None,
             rate: None,
             queued: None,
+            unreachable: false,
         });
         Some(self.sources.len() - 1)
     }
