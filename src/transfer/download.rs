@@ -541,6 +541,9 @@ const MAX_SOURCE_FAILURES: u32 = 3;
 /// How long an unreachable source is tried again by default: a servent restarting, a home
 /// router renewing its lease, take seconds to a minute or two.
 pub const SOURCE_PATIENCE: Duration = Duration::from_secs(300);
+/// Waits after a source said it does not serve the file now: doubling, up to the last.
+const NOT_NOW_FIRST: Duration = Duration::from_secs(30);
+const NOT_NOW_MAX: Duration = Duration::from_secs(600);
 /// Waits between tries of an unreachable source: doubling from the first, up to the last.
 const REACH_FIRST: Duration = Duration::from_secs(1);
 const REACH_MAX: Duration = Duration::from_secs(30);
@@ -1122,6 +1125,7 @@ async fn handle(
             *failures = 0;
             {
                 let mut p = lock(&dl.plan);
+                p.sources[si].not_now = 0;
                 if let Some(av) = available {
                     p.sources[si].available = Some(av);
                 } else if p.sources[si].available.is_some() {
@@ -1228,9 +1232,21 @@ async fn handle(
             }
         }
         Fetched::NotNow => {
-            *failures += 1;
-            let wait = Duration::from_secs(5 * u64::from(*failures));
-            lock(&dl.plan).wait(si, Instant::now() + wait);
+            // "Not now", not "never": gtk-gnutella answers 404 for a partial file it holds
+            // while the file is not rare (SWARM.md §8.3). Counted as a failure, three of them
+            // had the source banned from the mesh for 2 h and named in X-Nalt within 15 s.
+            let mut p = lock(&dl.plan);
+            let s = &mut p.sources[si];
+            s.not_now += 1;
+            let wait = NOT_NOW_FIRST
+                .saturating_mul(1 << (s.not_now - 1).min(5))
+                .min(NOT_NOW_MAX);
+            info!(
+                "{}: {addr} does not serve it now; asking again in {} s",
+                dl.spec.name,
+                wait.as_secs()
+            );
+            p.wait(si, Instant::now() + wait);
             false
         }
         Fetched::Failed(e) => {

@@ -71,6 +71,8 @@ pub struct SourceInfo {
     pub queued: Option<crate::swarm::parq::Queued>,
     /// Its last connection attempt failed: it is tried again, and named dead meanwhile.
     pub unreachable: bool,
+    /// Answers in a row that it does not serve the file now (404/410).
+    pub not_now: u32,
 }
 
 impl SourceInfo {
@@ -187,6 +189,7 @@ impl Plan {
             rate: None,
             queued: None,
             unreachable: false,
+            not_now: 0,
         });
         Some(self.sources.len() - 1)
     }
