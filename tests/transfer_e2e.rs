@@ -1052,3 +1052,45 @@ async fn files_added_to_a_share_are_found_after_the_periodic_rescan() {
         "the removed file is not"
     );
 }
+
+/// gtk-gnutella 1.2.3 reads only the first 4 KiB of a THEX reply: it is served a tree cut to
+/// fit, anyone else the whole tree.
+#[async_std::test]
+async fn gtk_gnutella_is_served_a_tree_that_fits_its_first_read() {
+    let data = bytes(61, 16 << 20);
+    let up = servent(
+        Role::Ultrapeer,
+        &[],
+        vec![share_dir("thex-gtkg", &[("disc.iso", &data)])],
+        Some(false),
+    )
+    .await;
+    let addr = up.node().listen_addr();
+    let urn = Sha1Urn::digest(&data);
+    let root = servent::thex::HashTree::of(&data).root();
+    let tree_for = |agent: &'static str| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /uri-res/N2X?{urn} HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        assert!(all.starts_with(b"HTTP/1.1 200"), "{agent}");
+        let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        all.split_off(at)
+    };
+    let body = tree_for("gtk-gnutella/1.2.3 (2024-03-03; Topless; Linux x86_64)").await;
+    assert!(
+        body.len() <= servent::transfer::upload::GTKG_THEX_READ,
+        "{}",
+        body.len()
+    );
+    let cut = servent::thex::parse_thex(&body, data.len() as u64, &root).expect("a good tree");
+    let full_body = tree_for("servent/0.1.0").await;
+    let full = servent::thex::parse_thex(&full_body, data.len() as u64, &root).unwrap();
+    assert_eq!(full.depth(), servent::thex::good_depth(data.len() as u64));
+    assert!(full_body.len() > servent::transfer::upload::GTKG_THEX_READ);
+    assert!(cut.depth() < full.depth());
+    assert_eq!(cut, full.truncated(cut.depth()));
+}

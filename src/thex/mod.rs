@@ -211,6 +211,15 @@ impl HashTree {
         self.lowest().get(i as usize) == Some(&slice_root(bytes))
     }
 
+    /// The same tree kept only down to `depth` (its whole self if it is no deeper).
+    pub fn truncated(&self, depth: u32) -> HashTree {
+        let keep = (depth as usize + 1).min(self.levels.len());
+        HashTree {
+            size: self.size,
+            levels: self.levels[..keep].to_vec(),
+        }
+    }
+
     /// Every level from the root down, promoted nodes repeated (THEX breadth-first order).
     pub fn breadth_first(&self) -> Vec<u8> {
         self.levels.iter().flatten().flat_map(|n| n.0).collect()

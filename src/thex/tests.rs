@@ -228,3 +228,31 @@ fn urn_forms_parse() {
         None
     );
 }
+
+#[test]
+fn a_truncated_tree_keeps_its_root_and_upper_levels_and_parses_as_a_shallower_one() {
+    let size = 32u64 << 20;
+    let depth = good_depth(size);
+    assert_eq!(depth, 8);
+    let n = node_count_at_depth(size, depth) as usize;
+    let lowest: Vec<Tth> = (0..n)
+        .map(|i| {
+            let mut t = [0u8; 24];
+            t[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Tth(t)
+        })
+        .collect();
+    let tree = HashTree::from_lowest(size, lowest).unwrap();
+    let cut = tree.truncated(6);
+    assert_eq!(cut.depth(), 6);
+    assert_eq!(cut.root(), tree.root());
+    assert_eq!(cut.lowest().len() as u64, node_count_at_depth(size, 6));
+    assert_eq!(cut.slice(), tree.slice() * 4);
+    // It is the same tree from the root down, and reads back as one of depth 6.
+    let full = tree.breadth_first();
+    let part = cut.breadth_first();
+    assert_eq!(&full[..part.len()], &part[..]);
+    let back = parse_thex(&encode_thex(&cut), size, &tree.root()).unwrap();
+    assert_eq!(back, cut);
+    assert_eq!(tree.truncated(20), tree);
+}

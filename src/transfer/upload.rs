@@ -853,7 +853,15 @@ fn thex_reply(
         }
         None => return status(StatusCode::NOT_FOUND, "Not Found"),
     };
-    let msg = crate::thex::encode_thex(&tree);
+    let gtkg = req
+        .headers()
+        .get(header::USER_AGENT)
+        .is_some_and(|v| v.as_bytes().starts_with(b"gtk-gnutella"));
+    let msg = if gtkg {
+        thex_for_gtkg(&tree)
+    } else {
+        crate::thex::encode_thex(&tree)
+    };
     debug!("serving the Tiger tree of {urn} to {peer}");
     let len = msg.len();
     let mut resp = Response::new(if head {
@@ -871,6 +879,24 @@ fn thex_reply(
     );
     insert(h, "X-Gnutella-Content-URN", &urn.to_string());
     resp
+}
+
+/// What gtk-gnutella 1.2.3 reads of a THEX reply: only its first read, 4 KiB (more when the
+/// head and body come in one segment). A deeper tree is cut short there and thrown away ("Bad
+/// THEX data"), its own 32 MiB trees included; one shallow enough to fit is taken ("tree depth
+/// (6) is below the good depth", then every slice checked), seen in the interop run.
+pub const GTKG_THEX_READ: usize = 4096;
+
+/// The deepest cut of `tree` whose THEX reply fits in [`GTKG_THEX_READ`].
+fn thex_for_gtkg(tree: &crate::thex::HashTree) -> Vec<u8> {
+    let mut depth = tree.depth();
+    loop {
+        let msg = crate::thex::encode_thex(&tree.truncated(depth));
+        if msg.len() <= GTKG_THEX_READ || depth == 0 {
+            return msg;
+        }
+        depth -= 1;
+    }
 }
 
 /// The file's bytes `start..start+len`, read off the async threads in [`CHUNK`] steps (smaller
