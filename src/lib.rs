@@ -14,6 +14,7 @@ pub mod share;
 pub mod sim;
 pub mod store;
 pub mod swarm;
+pub mod text;
 pub mod thex;
 pub mod transfer;
 pub mod wire;

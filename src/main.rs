@@ -18,7 +18,8 @@ use std::time::Duration;
 
 /// servent: a Gnutella 0.6 servent.
 ///
-/// Logging goes to stderr and is set with RUST_LOG (for example RUST_LOG=debug).
+/// Logging goes to stderr and is set with RUST_LOG (for example RUST_LOG=debug);
+/// servent --version (or -V) prints the version.
 #[derive(FromArgs)]
 struct Cli {
     #[argh(subcommand)]
@@ -50,9 +51,10 @@ most sources first.",
     example = "servent search \"free jazz\" --wait 20"
 )]
 struct SearchArgs {
-    /// the words to search for
+    /// the words to search for (quoted or not: `servent search free jazz` looks for both), or
+    /// a urn:sha1:… to find sources of one file
     #[argh(positional)]
-    words: String,
+    words: Vec<String>,
 
     /// seconds to wait for results (default 10)
     #[argh(option, default = "10")]
@@ -448,7 +450,10 @@ struct DecodeArgs {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli: Cli = argh::from_env();
+    let argv: Vec<String> = std::env::args().collect();
+    // A script that asked for JSON reads errors as JSON too.
+    let json = argv.iter().skip(1).any(|a| a == "--json");
+    let cli = parse_args(argv);
     let result = match cli.command {
         Command::Demo(_) => {
             let mut out = std::io::stdout();
@@ -490,10 +495,45 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(msg) if json => {
+            println!("{}", serde_json::json!({ "error": msg }));
+            ExitCode::FAILURE
+        }
         Err(msg) => {
             eprintln!("servent: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// argh's parse, with what people type first: `--version`/`-V`, and `-h` for `--help`.
+fn parse_args(argv: Vec<String>) -> Cli {
+    let name = argv.first().map_or("servent", |s| s.as_str());
+    let name = Path::new(name)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("servent");
+    let rest: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
+        .collect();
+    if matches!(rest.as_slice(), ["--version"] | ["-V"]) {
+        println!("servent {}", env!("CARGO_PKG_VERSION"));
+        std::process::exit(0);
+    }
+    match Cli::from_args(&[name], &rest) {
+        Ok(cli) => cli,
+        Err(argh::EarlyExit { output, status }) => match status {
+            Ok(()) => {
+                println!("{output}");
+                std::process::exit(0);
+            }
+            Err(()) => {
+                eprintln!("{output}\nRun {name} --help for more information.");
+                std::process::exit(1);
+            }
+        },
     }
 }
 
@@ -507,6 +547,14 @@ fn run(args: RunArgs) -> Result<(), String> {
         print!("{}", settings.describe());
         return Ok(());
     }
+    let stop = stop_signal()?;
+    block_on(cli::daemon::run(settings, stop))
+}
+
+/// Receives once on the first Ctrl-C, SIGTERM or SIGHUP (systemd and `docker stop` send
+/// SIGTERM, and a job started in the background from a shell ignores SIGINT unless told
+/// otherwise); a second one exits at once.
+fn stop_signal() -> Result<async_std::channel::Receiver<()>, String> {
     let (stop_tx, stop_rx) = async_std::channel::bounded::<()>(1);
     let mut presses = 0;
     ctrlc::set_handler(move || {
@@ -516,8 +564,8 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
         let _ = stop_tx.try_send(());
     })
-    .map_err(|e| format!("cannot watch for Ctrl-C: {e}"))?;
-    block_on(cli::daemon::run(settings, stop_rx))
+    .map_err(|e| format!("cannot watch for Ctrl-C and SIGTERM: {e}"))?;
+    Ok(stop_rx)
 }
 
 /// A short-lived leaf for `search` and `get`.
@@ -546,15 +594,22 @@ fn one_shot(
 }
 
 fn search(args: SearchArgs) -> Result<(), String> {
+    let words = args.words.join(" ");
+    if words.trim().is_empty() {
+        return Err("give the words to search for, for example: servent search free jazz".into());
+    }
     let settings = client_settings(args.config.as_deref(), args.api, args.data_dir)?;
     // A --peer asks for a servent of our own on that peer; otherwise a running daemon does it.
     if args.peer.is_empty()
         && let Some(c) = block_on(remote::running(&settings))
     {
+        // Ctrl-C stops the daemon's search too, or it would hold one of its slots for minutes.
+        let stop = stop_signal()?;
         return block_on(remote::search(
             &c,
-            &args.words,
+            &words,
             Duration::from_secs(args.wait),
+            stop,
             args.json,
         ));
     }
@@ -567,7 +622,7 @@ fn search(args: SearchArgs) -> Result<(), String> {
         let s = Servent::start(cfg).await.map_err(|e| e.to_string())?;
         let mut err = std::io::stderr();
         cli::search::joined(&s, &mut err).await?;
-        let search = s.search(&args.words);
+        let search = s.search(&words);
         let json = args.json;
         let groups = cli::search::collect(&s, search, Duration::from_secs(args.wait), |g| {
             if !json {
@@ -599,6 +654,19 @@ fn get(args: GetArgs) -> Result<(), String> {
         return block_on(remote::get(&c, &args.target, args.json));
     }
     let out = args.out.unwrap_or_else(|| settings.download_dir.clone());
+    if let Some(path) = name
+        .as_deref()
+        .and_then(|n| servent::transfer::download::already_saved(&out, n, &urn))
+    {
+        eprintln!("already downloaded: {} has {urn}", path.display());
+        if args.json {
+            println!("{}", serde_json::json!({ "urn": urn, "path": path }));
+        } else {
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
+    let stop = stop_signal()?;
     let mut cfg = one_shot(&args.peer, settings.data_dir.clone(), args.listen)?;
     // A link with a source and its size (xl=, or the source's answer to a HEAD) needs no
     // search.
@@ -636,16 +704,32 @@ fn get(args: GetArgs) -> Result<(), String> {
             }
         };
         eprintln!(
-            "{} sources for {} ({})",
-            spec.sources.len(),
+            "{} for {} ({})",
+            servent::text::count(spec.sources.len() as u64, "source", "sources"),
             spec.name,
             cli::search::human(spec.size)
         );
         if let Some(n) = name {
             spec.name = n;
         }
-        let r = cli::search::download_with_progress(&s, spec, &out, &mut err).await;
+        let name = spec.name.clone();
+        let r = futures_lite::future::or(
+            async { Some(cli::search::download_with_progress(&s, spec, &out, &mut err).await) },
+            async {
+                let _ = stop.recv().await;
+                None
+            },
+        )
+        .await;
         s.shutdown().await;
+        let Some(r) = r else {
+            // Every verified chunk is already on disk with its record: nothing more to save.
+            eprintln!();
+            return Err(format!(
+                "stopped; what {name} has so far is kept in {}: the same command resumes it",
+                out.display()
+            ));
+        };
         let path = r?;
         if args.json {
             let v = serde_json::json!({ "urn": urn, "path": path });

@@ -306,9 +306,9 @@ impl Servent {
         }
         let library = scanned.library;
         info!(
-            "sharing {} files ({} MiB)",
-            library.len(),
-            library.kbytes() / 1024
+            "sharing {} ({})",
+            crate::text::count(library.len() as u64, "file", "files"),
+            crate::text::human(u64::from(library.kbytes()) * 1024)
         );
         let accept_private = cfg.node.accept_private;
         let node = Node::start(cfg.node).await?;
@@ -445,7 +445,10 @@ impl Servent {
         if !changed {
             return;
         }
-        info!("shares changed: now {} files", lib.len());
+        info!(
+            "shares changed: now {}",
+            crate::text::count(lib.len() as u64, "file", "files")
+        );
         self.shared.node.set_shared(lib.len() as u32, lib.kbytes());
         *self
             .shared
@@ -457,7 +460,11 @@ impl Servent {
     }
 
     /// Sends a keyword search (and asks for `urn:sha1` in the hits).
+    /// A search for `words`; a `urn:sha1:…` alone looks for that file, as `get` does.
     pub fn search(&self, words: &str) -> Search {
+        if let Ok(urn) = words.trim().parse::<crate::wire::Sha1Urn>() {
+            return self.search_urn(&urn);
+        }
         let mut ext = crate::wire::ExtBuilder::new();
         ext.text("urn:").ggep(&partials_wanted());
         self.search_payload(words.as_bytes(), &ext.finish())
@@ -617,25 +624,33 @@ impl Servent {
             .len();
         let stats = self.shared.node.stats();
         let rep = self.shared.node.reputation();
+        use crate::text::{count, human};
+        let n = |v: usize| v as u64;
         format!(
-            "{}; reputation {}/{}: {}; {} links ({ups} ultrapeers, {} leaves), sharing {files} \
-             files, {} uploads done, {} MB sent, {} queries routed, {}",
+            "{}; reputation {}/{}: {}; {} ({}, {}), sharing {}, {} done, {} sent, {} routed, {}",
             self.shared.node.role(),
             rep.score,
             rep.threshold,
             rep.summary,
-            links.len(),
-            links.len() - ups,
-            self.shared
-                .uploads
-                .completed
-                .load(std::sync::atomic::Ordering::Relaxed),
-            self.shared
-                .uploads
-                .bytes_sent
-                .load(std::sync::atomic::Ordering::Relaxed)
-                / 1_000_000,
-            stats.queries_forwarded,
+            count(n(links.len()), "link", "links"),
+            count(n(ups), "ultrapeer", "ultrapeers"),
+            count(n(links.len() - ups), "leaf", "leaves"),
+            count(n(files), "file", "files"),
+            count(
+                self.shared
+                    .uploads
+                    .completed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                "upload",
+                "uploads"
+            ),
+            human(
+                self.shared
+                    .uploads
+                    .bytes_sent
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ),
+            count(stats.queries_forwarded, "query", "queries"),
             if self.firewalled() {
                 "firewalled"
             } else {

@@ -168,3 +168,102 @@ async fn get_of_a_magnet_with_a_source_fetches_from_it_without_a_search_with_or_
     assert!(!err.contains("looking for sources"), "{err}");
     assert_eq!(std::fs::read(dl2.join("asked size.bin")).unwrap(), data);
 }
+
+/// `servent` with `args`, off the async executor.
+async fn run(args: Vec<String>) -> std::process::Output {
+    async_std::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        servent(&a)
+    })
+    .await
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+#[async_std::test]
+async fn words_unquoted_a_urn_and_an_escaped_name_work_as_typed() {
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 11 % 251) as u8).collect();
+    let up =
+        sharing_ultrapeer(&[("Midnight Train.ogg", &data), ("Midnight Sun.txt", b"sun")]).await;
+    let peer = up.node().listen_addr().to_string();
+    let dd = temp_dir("cli-words-data").to_str().unwrap().to_string();
+    let urn = Sha1Urn::digest(&data).to_string();
+    let common = ["--peer", &peer, "--wait", "2", "--json", "--data-dir", &dd];
+
+    // Two words, unquoted: both are searched for (argh refused the second before).
+    let mut a = strings(&["search", "midnight", "train"]);
+    a.extend(strings(&common));
+    let out = run(a).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Midnight Train.ogg"]);
+
+    // A urn is a search for that file, as `get` does.
+    let mut a = strings(&["search", &urn]);
+    a.extend(strings(&common));
+    let out = run(a).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v[0]["urn"], urn.as_str());
+
+    // A magnet's escaped name is saved decoded; asked again, the file is found where it is.
+    let dl = temp_dir("cli-words-dl");
+    let dl_s = dl.to_str().unwrap().to_string();
+    let magnet = format!("magnet:?xt={urn}&dn=Copper%20Lantern+Recipe.ogg");
+    let get = strings(&[
+        "get",
+        &magnet,
+        "--peer",
+        &peer,
+        "--wait",
+        "1",
+        "--out",
+        &dl_s,
+        "--data-dir",
+        &dd,
+    ]);
+    let out = run(get.clone()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = dl.join("Copper Lantern Recipe.ogg");
+    assert_eq!(std::fs::read(&saved).unwrap(), data);
+    let out = run(get).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("already downloaded"), "{err}");
+    assert!(!err.contains("looking for sources"), "{err}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        saved.to_str().unwrap()
+    );
+    assert_eq!(std::fs::read_dir(&dl).unwrap().count(), 1, "no second copy");
+
+    // With --json, a failure is JSON too.
+    let out = run(strings(&["get", "not-a-urn", "--json", "--peer", &peer])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert!(
+        v["error"].as_str().unwrap().contains("expected urn:sha1:"),
+        "{v}"
+    );
+}

@@ -113,7 +113,12 @@ pub async fn run(s: Settings, stop: Receiver<()>) -> Result<(), String> {
                 ctl.addr(),
                 crate::control::token::path(&s.data_dir).display()
             );
+            // On stdout, apart from the log: the one line a user needs to find at start.
             println!("open {}", ctl.page_url());
+            println!(
+                "  (the page in a browser; downloads go to {})",
+                s.download_dir.display()
+            );
             Some(ctl)
         }
     };

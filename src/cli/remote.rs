@@ -73,10 +73,10 @@ pub async fn status(s: &Settings, json_out: bool) -> Result<(), String> {
     let mut o = std::io::stdout();
     let _ = writeln!(
         o,
-        "servent {} on {} as a {}, up {}",
+        "servent {} on {} as {}, up {}",
         str_of(&st["version"]),
         str_of(&st["listen"]),
-        str_of(&st["role"]),
+        crate::text::a(str_of(&st["role"])),
         duration(num(&st["uptime_secs"]))
     );
     let _ = writeln!(o, "servent GUID  {}", str_of(&st["servent_guid"]));
@@ -112,8 +112,8 @@ pub async fn status(s: &Settings, json_out: bool) -> Result<(), String> {
     }
     let _ = writeln!(
         o,
-        "sharing       {} files, {}",
-        num(&st["shares"]["files"]),
+        "sharing       {}, {}",
+        crate::text::count(num(&st["shares"]["files"]), "file", "files"),
         human(num(&st["shares"]["bytes"]))
     );
     let _ = writeln!(
@@ -373,7 +373,15 @@ pub async fn running(s: &Settings) -> Option<Client> {
 }
 
 /// `servent search` through the daemon: start, stream for `wait`, print like the one-shot.
-pub async fn search(c: &Client, words: &str, wait: Duration, json_out: bool) -> Result<(), String> {
+/// Follows a search in the daemon for `wait`, or until `stop` receives (then the search is
+/// stopped in the daemon, and what it found so far printed).
+pub async fn search(
+    c: &Client,
+    words: &str,
+    wait: Duration,
+    stop: async_std::channel::Receiver<()>,
+    json_out: bool,
+) -> Result<(), String> {
     let started = c
         .post("/api/searches", &json!({ "query": words }))
         .await
@@ -394,7 +402,20 @@ pub async fn search(c: &Client, words: &str, wait: Duration, json_out: bool) -> 
         true
     });
     // The stream runs until the search stops; we stop reading after `wait`.
-    let _ = async_std::future::timeout(wait, follow).await;
+    let stopped = futures_lite::future::or(
+        async {
+            let _ = async_std::future::timeout(wait, follow).await;
+            false
+        },
+        async {
+            let _ = stop.recv().await;
+            true
+        },
+    )
+    .await;
+    if stopped {
+        eprintln!("\nstopped");
+    }
     let detail = c
         .get(&format!("/api/searches/{id}"))
         .await
@@ -429,16 +450,40 @@ pub async fn get(c: &Client, target: &str, json_out: bool) -> Result<(), String>
     } else {
         json!({ "urn": target })
     };
-    let added = c
-        .post("/api/downloads", &body)
-        .await
-        .map_err(|e| e.to_string())?;
-    let id = num(&added["id"]);
-    eprintln!(
-        "download {id} added to the running servent at {} (Ctrl-C stops watching, not the \
-         download)",
-        c.addr
-    );
+    // A download of this file already running: follow it rather than refuse.
+    let urn = crate::cli::search::parse_link(target).map(|l| l.urn.to_string());
+    let list = c.get("/api/downloads").await.map_err(|e| e.to_string())?;
+    let running = list.as_array().and_then(|a| {
+        a.iter().find(|d| {
+            Ok(str_of(&d["urn"]).to_string()) == urn
+                && !matches!(str_of(&d["state"]), "done" | "failed" | "cancelled")
+        })
+    });
+    let id = match running {
+        Some(d) => {
+            let id = num(&d["id"]);
+            eprintln!(
+                "{} is already downloading in the running servent at {} (download {id}); \
+                 following it (Ctrl-C stops watching, not the download)",
+                str_of(&d["name"]),
+                c.addr
+            );
+            id
+        }
+        None => {
+            let added = c
+                .post("/api/downloads", &body)
+                .await
+                .map_err(|e| e.to_string())?;
+            let id = num(&added["id"]);
+            eprintln!(
+                "download {id} added to the running servent at {} (Ctrl-C stops watching, \
+                 not the download)",
+                c.addr
+            );
+            id
+        }
+    };
     let mut err = std::io::stderr();
     let started = Instant::now();
     loop {
@@ -452,14 +497,14 @@ pub async fn get(c: &Client, target: &str, json_out: bool) -> Result<(), String>
         if !json_out {
             let _ = write!(
                 err,
-                "\r{}: {state} {:>3}%  {} of {}  {}/s  ETA {}  {} sources   ",
+                "\r{}: {state} {:>3}%  {} of {}  {}/s  ETA {}  {}   ",
                 str_of(&d["name"]),
                 (bytes * 100).checked_div(size).unwrap_or(0),
                 human(bytes),
                 human(size),
                 human(num(&d["rate_bps"])),
                 d["eta_secs"].as_u64().map_or("?".into(), duration),
-                num(&d["sources"]),
+                crate::text::count(num(&d["sources"]), "source", "sources"),
             );
             let _ = err.flush();
         }

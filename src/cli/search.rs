@@ -38,21 +38,7 @@ impl Groups {
     }
 }
 
-/// `1.5 MB`, `312 KB`, `17 B`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::text::human;
 
 /// Waits until the servent has an ultrapeer, telling `err` once.
 pub async fn joined(s: &Servent, err: &mut impl Write) -> Result<(), String> {
@@ -180,12 +166,16 @@ pub async fn download_with_progress(
         };
         let _ = write!(
             err,
-            "\r{name}: {:>3}%  {} of {}  {}/s  ETA {eta}  {} sources   ",
+            "\r{name}: {:>3}%  {} of {}  {}/s  ETA {eta}  {}   ",
             have * 100 / total,
             human(have),
             human(total),
             human(rate as u64),
-            progress.sources.load(Ordering::Relaxed),
+            crate::text::count(
+                progress.sources.load(Ordering::Relaxed),
+                "source",
+                "sources"
+            ),
         );
         let _ = err.flush();
         if let Some(r) = done {

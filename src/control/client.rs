@@ -24,7 +24,7 @@ pub enum ClientError {
     #[error("cannot talk to the servent at {0}: {1}")]
     Io(SocketAddr, String),
     /// The API answered with an error.
-    #[error("{message} (HTTP {status})")]
+    #[error("{message}")]
     Api { status: u16, message: String },
 }
 

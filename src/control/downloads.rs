@@ -104,6 +104,10 @@ pub enum DownloadError {
     TooMany,
     #[error("{0} is already being downloaded (download {1})")]
     Duplicate(Sha1Urn, u64),
+    #[error("you already share {0}: {path}", path = .1.display())]
+    Shared(Sha1Urn, PathBuf),
+    #[error("{0} is already downloaded: {path} (download {2})", path = .1.display())]
+    Have(Sha1Urn, PathBuf, u64),
 }
 
 struct Entry {
@@ -188,9 +192,25 @@ impl Downloads {
         name: Option<String>,
         spec: Option<Spec>,
     ) -> Result<View, DownloadError> {
+        let shared = self
+            .servent
+            .library()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_urn(&urn)
+            .map(|f| f.path.clone());
+        if let Some(path) = shared {
+            return Err(DownloadError::Shared(urn, path));
+        }
         let mut list = self.lock();
         if let Some(e) = list.iter().find(|e| e.urn == urn && !e.state.finished()) {
             return Err(DownloadError::Duplicate(urn, e.id));
+        }
+        if let Some(e) = list.iter().find(|e| {
+            e.urn == urn && e.state == State::Done && e.path.as_ref().is_some_and(|p| p.exists())
+        }) {
+            let path = e.path.clone().unwrap_or_default();
+            return Err(DownloadError::Have(urn, path, e.id));
         }
         if list.len() >= MAX_DOWNLOADS {
             match list.iter().position(|e| e.state.finished()) {

@@ -507,7 +507,9 @@ fn download_error(e: DownloadError) -> Response<Body> {
         DownloadError::TooMany => StatusCode::TOO_MANY_REQUESTS,
         DownloadError::NotRunning(..)
         | DownloadError::NotPaused(..)
-        | DownloadError::Duplicate(..) => StatusCode::CONFLICT,
+        | DownloadError::Duplicate(..)
+        | DownloadError::Shared(..)
+        | DownloadError::Have(..) => StatusCode::CONFLICT,
     };
     error(code, &e.to_string())
 }

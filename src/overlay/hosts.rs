@@ -66,6 +66,12 @@ impl HostCache {
             s.seen = now;
             s.entry.ultrapeer |= ultrapeer;
             s.entry.pinned |= pinned;
+            if pinned {
+                // The user asks for this host (a connect, a --peer): that overrides the hold
+                // after their own disconnect and any back-off.
+                s.entry.failures = 0;
+                s.next_try = now;
+            }
             return true;
         }
         if self.hosts.len() >= self.capacity {

@@ -1355,7 +1355,10 @@ pub async fn download(
             return Err(DownloadError::NoSource(if banned.is_empty() {
                 "no sources".into()
             } else {
-                format!("{} sources sent bad data", banned.len())
+                format!(
+                    "{} sent bad data",
+                    crate::text::count(banned.len() as u64, "source", "sources")
+                )
             }));
         }
         let mut plan = Plan::new(spec.size, spec.tth, done.clone(), sources.len());
@@ -1508,24 +1511,51 @@ fn random_index() -> u32 {
     }
 }
 
-fn file_names(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    // Never let a name from the network reach outside the download folder.
+/// Longest file name we write, in bytes: most file systems take 255, and the partial file's
+/// name adds a dot and a suffix.
+const MAX_NAME_BYTES: usize = 200;
+
+/// `name` from the network or a link, as a file name of the download folder: no path
+/// separators or control characters, no leading dot (no hidden file, no `..`), not too long
+/// (the extension kept).
+fn safe_file_name(name: &str) -> String {
     let safe: String = name
         .chars()
         .map(|c| {
-            if c == '/' || c == '\\' || c == '\0' {
+            if c == '/' || c == '\\' || c.is_control() {
                 '_'
             } else {
                 c
             }
         })
         .collect();
-    let safe = safe.trim_start_matches('.').to_string();
-    let safe = if safe.is_empty() {
-        "download".into()
-    } else {
-        safe
-    };
+    let safe = safe.trim().trim_start_matches('.').trim();
+    if safe.is_empty() {
+        return "download".into();
+    }
+    if safe.len() <= MAX_NAME_BYTES {
+        return safe.to_string();
+    }
+    let (stem, ext) = split_ext(safe);
+    let ext = if ext.len() <= 16 { ext } else { "" };
+    let mut end = MAX_NAME_BYTES - ext.len();
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ext}", &stem[..end])
+}
+
+/// `Song.ogg` → (`Song`, `.ogg`); a name without an extension, or only a leading dot, has none.
+fn split_ext(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    }
+}
+
+fn file_names(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    // Never let a name from the network reach outside the download folder.
+    let safe = safe_file_name(name);
     (
         dir.join(format!(".{safe}{PARTIAL_SUFFIX}")),
         dir.join(format!(".{safe}.servent-state")),
@@ -1556,6 +1586,14 @@ pub fn saved_bytes(dir: &Path, name: &str, urn: &Sha1Urn) -> u64 {
         .unwrap_or(0)
 }
 
+/// The file `name` would be saved as in `dir`, when it is already there with the SHA-1 `urn`:
+/// a second download of it would only make a copy.
+pub fn already_saved(dir: &Path, name: &str, urn: &Sha1Urn) -> Option<PathBuf> {
+    let path = dir.join(safe_file_name(name));
+    let (sha1, _) = crate::share::hash_file(&path).ok()?;
+    (sha1 == *urn).then_some(path)
+}
+
 fn final_path(dir: &Path, name: &str) -> PathBuf {
     let (part, _) = file_names(dir, name);
     let base = part
@@ -1566,9 +1604,11 @@ fn final_path(dir: &Path, name: &str) -> PathBuf {
         .unwrap_or("download")
         .to_string();
     let mut p = dir.join(&base);
+    let (stem, ext) = split_ext(&base);
     let mut n = 1;
     while p.exists() {
-        p = dir.join(format!("{base} ({n})"));
+        // `Song (1).ogg`, as browsers and file managers name a second copy.
+        p = dir.join(format!("{stem} ({n}){ext}"));
         n += 1;
     }
     p
@@ -1648,6 +1688,34 @@ pub async fn write_giv(s: &mut TcpStream, index: FileIndex, servent: ServentId) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_from_the_network_become_safe_file_names() {
+        assert_eq!(safe_file_name("Copper Lantern.txt"), "Copper Lantern.txt");
+        assert_eq!(safe_file_name("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(safe_file_name(".hidden"), "hidden");
+        assert_eq!(safe_file_name("a\nb\u{7}.ogg"), "a_b_.ogg");
+        assert_eq!(safe_file_name(" .. "), "download");
+        let long = format!("{}.flac", "é".repeat(300));
+        let cut = safe_file_name(&long);
+        assert!(
+            cut.len() <= MAX_NAME_BYTES && cut.ends_with(".flac"),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn a_second_copy_is_numbered_before_its_extension() {
+        let dir = std::env::temp_dir().join(format!("servent-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in ["Song.ogg", "Song (1).ogg", "README"] {
+            std::fs::write(dir.join(n), b"x").unwrap();
+        }
+        assert_eq!(final_path(&dir, "Song.ogg"), dir.join("Song (2).ogg"));
+        assert_eq!(final_path(&dir, "README"), dir.join("README (1)"));
+        assert_eq!(final_path(&dir, "New.txt"), dir.join("New.txt"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn content_ranges_parse_and_nonsense_is_refused() {

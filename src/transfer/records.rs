@@ -92,6 +92,8 @@ impl Tracker {
                 x.last = now;
             }
             None => {
+                // One line per upload, however many range requests it takes.
+                log::info!("uploading {name} to {peer}");
                 let idle = r.iter().filter(|x| x.active == 0).count();
                 if idle >= RECENT_UPLOADS
                     && let Some(i) = r
@@ -162,6 +164,14 @@ impl Tracking {
         x.sent.insert(a, b);
         if !x.complete && x.sent.covered_len() >= x.size {
             x.complete = true;
+            log::info!(
+                "uploaded {} to {}: {} in {} s ({})",
+                x.name,
+                x.peer,
+                crate::text::human(x.bytes),
+                x.started.elapsed().as_secs(),
+                crate::text::count(u64::from(x.requests), "request", "requests")
+            );
             return true;
         }
         false

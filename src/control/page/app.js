@@ -41,13 +41,14 @@ function el(tag, attrs, ...children) {
 
 function fmtBytes(n) {
   if (typeof n !== 'number' || !isFinite(n) || n < 0) return '–';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  // Decimal units, as the CLI and the log write them.
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
   let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
     i++;
   }
-  return i === 0 ? `${n} B` : `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
+  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
 }
 
 function fmtDuration(s) {
