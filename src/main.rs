@@ -322,9 +322,15 @@ struct StatusArgs {
     config: Option<PathBuf>,
 }
 
-/// List the running servent's downloads, or pause, resume or cancel one.
+/// List the running servent's downloads, or pause, resume or cancel one, or clear the
+/// finished ones from the list.
 #[derive(FromArgs)]
-#[argh(subcommand, name = "downloads")]
+#[argh(
+    subcommand,
+    name = "downloads",
+    note = "The list outlives restarts: downloads running when the servent stopped resume when \
+it starts, paused ones stay paused, finished ones stay listed until cleared."
+)]
 struct DownloadsArgs {
     /// pause download ID
     #[argh(option)]
@@ -334,9 +340,14 @@ struct DownloadsArgs {
     #[argh(option)]
     resume: Option<u64>,
 
-    /// cancel download ID and remove its partial file
+    /// cancel download ID and remove its partial file (a finished one is cleared from the
+    /// list; a done file stays)
     #[argh(option)]
     cancel: Option<u64>,
+
+    /// clear every finished (done, failed or cancelled) download from the list
+    #[argh(switch)]
+    clear: bool,
 
     /// print JSON instead of a table
     #[argh(switch)]
@@ -463,12 +474,13 @@ fn main() -> ExitCode {
         Command::Status(a) => client_settings(a.config.as_deref(), a.api, a.data_dir)
             .and_then(|s| block_on(remote::status(&s, a.json))),
         Command::Downloads(a) => {
-            let action = match (a.pause, a.resume, a.cancel) {
-                (None, None, None) => Ok(remote::DownloadsAction::List),
-                (Some(id), None, None) => Ok(remote::DownloadsAction::Pause(id)),
-                (None, Some(id), None) => Ok(remote::DownloadsAction::Resume(id)),
-                (None, None, Some(id)) => Ok(remote::DownloadsAction::Cancel(id)),
-                _ => Err("give at most one of --pause, --resume, --cancel".to_string()),
+            let action = match (a.pause, a.resume, a.cancel, a.clear) {
+                (None, None, None, false) => Ok(remote::DownloadsAction::List),
+                (Some(id), None, None, false) => Ok(remote::DownloadsAction::Pause(id)),
+                (None, Some(id), None, false) => Ok(remote::DownloadsAction::Resume(id)),
+                (None, None, Some(id), false) => Ok(remote::DownloadsAction::Cancel(id)),
+                (None, None, None, true) => Ok(remote::DownloadsAction::Clear),
+                _ => Err("give at most one of --pause, --resume, --cancel, --clear".to_string()),
             };
             action.and_then(|action| {
                 let s = client_settings(a.config.as_deref(), a.api, a.data_dir)?;

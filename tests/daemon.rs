@@ -159,3 +159,224 @@ async fn a_users_connect_after_their_own_disconnect_links_at_once() {
     }
     assert_eq!(leaf.connections().len(), 1, "linked again within 5 s");
 }
+
+/// A running `servent run` and what a test needs to talk to it.
+struct Daemon {
+    child: Reaped,
+    api: String,
+    token: String,
+}
+
+impl Daemon {
+    /// Starts the daemon on `home`'s folders, linked to `peer`, and waits for its page line.
+    async fn start(home: &Path, peer: SocketAddrV4) -> Daemon {
+        let mut child = bin(home)
+            .args(["run", "--role", "leaf", "--listen", "127.0.0.1:0"])
+            .args(["--api", "127.0.0.1:0", "--no-bootstrap", "--allow-private"])
+            .args(["--peer", &peer.to_string()])
+            .arg("--data-dir")
+            .arg(home.join("data"))
+            .arg("--download-dir")
+            .arg(home.join("dl"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let child = Reaped(child);
+        let first = async_std::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        })
+        .await;
+        let url = first
+            .trim()
+            .strip_prefix("open http://")
+            .unwrap_or_else(|| panic!("the page address first: {first:?}"));
+        let (api, token) = url.split_once("/#token=").unwrap();
+        Daemon {
+            child,
+            api: api.to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let url = format!("http://{}{path}", self.api);
+        let auth = format!("Bearer {}", self.token);
+        async_std::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut r = match (method, body) {
+                ("POST", Some(b)) => agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/json")
+                    .send(b.to_string())
+                    .unwrap(),
+                ("GET", _) => agent
+                    .get(&url)
+                    .header("Authorization", &auth)
+                    .call()
+                    .unwrap(),
+                _ => unreachable!("{method}"),
+            };
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+        })
+        .await
+    }
+
+    async fn downloads(&self) -> Vec<serde_json::Value> {
+        self.call("GET", "/api/downloads", None)
+            .await
+            .as_array()
+            .cloned()
+            .unwrap()
+    }
+
+    /// Polls the list until `ok` holds for the entry of `urn`, up to 30 s.
+    async fn until(&self, urn: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list = self.downloads().await;
+            let d = list.iter().find(|d| d["urn"] == urn).cloned();
+            match d {
+                Some(d) if ok(&d) => return d,
+                d if Instant::now() > end => panic!("waited for {urn}: {d:?}"),
+                _ => async_std::task::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+#[async_std::test]
+async fn downloads_outlive_a_restart_and_a_stray_partial_is_adopted() {
+    use servent::servent::{Servent, ServentConfig};
+    use servent::wire::Sha1Urn;
+    let share = temp_dir("restart-share");
+    std::fs::create_dir_all(&share).unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("small done.txt", servent::cli::demo::sample(1, 50_000)),
+        ("long running.bin", servent::cli::demo::sample(2, 1_500_000)),
+        ("paused one.bin", servent::cli::demo::sample(3, 1_500_000)),
+        ("stray.bin", servent::cli::demo::sample(4, 1_500_000)),
+    ];
+    for (n, d) in &files {
+        std::fs::write(share.join(n), d).unwrap();
+    }
+    let urn = |i: usize| Sha1Urn::digest(&files[i].1).to_string();
+    let mut n = NodeConfig::new("127.0.0.1:0".parse().unwrap(), temp_dir("restart-up"));
+    n.role = Role::Ultrapeer;
+    n.accept_private = true;
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = vec![share];
+    cfg.firewalled = Some(false);
+    // 1.5 MB takes about 6 s: long enough to stop in the middle.
+    cfg.upload_limit = 256 * 1024;
+    let up = Servent::start(cfg).await.unwrap();
+    let peer = up.node().listen_addr();
+
+    let home = temp_dir("restart-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let d1 = Daemon::start(&home, peer).await;
+    let add = |i: usize| serde_json::json!({ "urn": urn(i) });
+    d1.call("POST", "/api/downloads", Some(add(0))).await;
+    d1.until(&urn(0), |d| d["state"] == "done").await;
+    d1.call("POST", "/api/downloads", Some(add(1))).await;
+    let paused = d1.call("POST", "/api/downloads", Some(add(2))).await;
+    let pid = paused["id"].as_u64().unwrap();
+    d1.until(&urn(2), |d| d["bytes"].as_u64() > Some(0)).await;
+    d1.call(
+        "POST",
+        &format!("/api/downloads/{pid}/pause"),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    d1.until(&urn(1), |d| d["bytes"].as_u64() > Some(200_000))
+        .await;
+    let Daemon { mut child, .. } = d1;
+    signal(&child.0, "-KILL");
+    let _ = child.0.wait();
+
+    // A standalone get into the same folder, killed too: its partial file has no entry.
+    let dl = home.join("dl");
+    let mut stray = Reaped(
+        bin(&home)
+            .args(["get", &urn(3), "--wait", "1", "--peer", &peer.to_string()])
+            .arg("--out")
+            .arg(&dl)
+            .arg("--data-dir")
+            .arg(home.join("get-data"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    while !dl.join(".stray.bin.servent-state").exists() {
+        assert!(Instant::now() < end, "the standalone get saved a chunk");
+        async_std::task::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&stray.0, "-KILL");
+    let _ = stray.0.wait();
+
+    let sent_before = up
+        .uploads()
+        .bytes_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let d2 = Daemon::start(&home, peer).await;
+    let list = d2.downloads().await;
+    let state = |i: usize| {
+        list.iter()
+            .find(|d| d["urn"] == urn(i).as_str())
+            .map(|d| d["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state(0).as_deref(), Some("done"), "{list:?}");
+    assert_eq!(
+        state(1).as_deref(),
+        Some("downloading"),
+        "resumed, no search first: {list:?}"
+    );
+    assert_eq!(state(2).as_deref(), Some("paused"), "{list:?}");
+    assert_eq!(
+        state(3).as_deref(),
+        Some("paused"),
+        "the stray partial is adopted: {list:?}"
+    );
+    let done = d2.until(&urn(1), |d| d["state"] == "done").await;
+    assert_eq!(
+        std::fs::read(done["path"].as_str().unwrap()).unwrap(),
+        files[1].1,
+        "verified and whole"
+    );
+    let resent = up
+        .uploads()
+        .bytes_sent
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - sent_before;
+    assert!(
+        resent < files[1].1.len() as u64,
+        "resumed from its saved ranges: {resent} bytes sent after the restart"
+    );
+    // Cleared from the list, the done file stays.
+    let cleared = d2
+        .call("POST", "/api/downloads/clear", Some(serde_json::json!({})))
+        .await;
+    assert_eq!(cleared["cleared"], 2);
+    let left: Vec<String> = d2
+        .downloads()
+        .await
+        .iter()
+        .map(|d| d["state"].to_string())
+        .collect();
+    assert_eq!(left, ["\"paused\"", "\"paused\""]);
+    assert!(dl.join("small done.txt").exists());
+}

@@ -113,10 +113,13 @@ pub async fn run(s: Settings, stop: Receiver<()>) -> Result<(), String> {
                 ctl.addr(),
                 crate::control::token::path(&s.data_dir).display()
             );
-            // On stdout, apart from the log: the one line a user needs to find at start.
-            println!("open {}", ctl.page_url());
-            println!(
-                "  (the page in a browser; downloads go to {})",
+            // On stdout, apart from the log: the one line a user needs to find at start. One
+            // write, whose failure (stdout closed by whoever started us) is no reason to stop.
+            use std::io::Write;
+            let _ = write!(
+                std::io::stdout(),
+                "open {}\n  (the page in a browser; downloads go to {})\n",
+                ctl.page_url(),
                 s.download_dir.display()
             );
             Some(ctl)

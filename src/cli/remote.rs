@@ -284,6 +284,7 @@ pub enum DownloadsAction {
     Pause(u64),
     Resume(u64),
     Cancel(u64),
+    Clear,
 }
 
 pub async fn downloads(
@@ -303,6 +304,21 @@ pub async fn downloads(
                 .await
         }
         DownloadsAction::Cancel(id) => c.delete(&format!("/api/downloads/{id}")).await,
+        DownloadsAction::Clear => {
+            let v = c
+                .post("/api/downloads/clear", &json!({}))
+                .await
+                .map_err(|e| explain(e, s))?;
+            if json_out {
+                return print_json(&v);
+            }
+            let n = num(&v["cleared"]);
+            println!(
+                "cleared {} from the list",
+                crate::text::count(n, "finished download", "finished downloads")
+            );
+            return Ok(());
+        }
     }
     .map_err(|e| explain(e, s))?;
     if json_out {

@@ -2,6 +2,11 @@
 //! them), then downloads in its own task. Pause drops that task (the downloader saves its
 //! state after every chunk, so nothing is lost but the chunks in flight); resume starts a new
 //! one that picks up the saved state; cancel also removes the partial file and its state.
+//!
+//! The list itself is kept in the data directory (`downloads.json`, rewritten whole at every
+//! change): after a restart each running download resumes from its saved ranges and sources,
+//! paused ones stay paused, and finished ones stay listed until cleared. A partial file in the
+//! download folder that no entry names is adopted, paused, and said so in the log.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_std::channel::{Sender, bounded};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::servent::{Servent, add_found, found_in_hit};
 use crate::transfer::download::{self, Progress, Spec};
@@ -21,8 +26,10 @@ pub const MAX_DOWNLOADS: usize = 100;
 pub const SOURCE_WAIT: Duration = Duration::from_secs(20);
 /// After the first source answers, more are gathered for this long before starting.
 pub const MORE_SOURCES: Duration = Duration::from_secs(1);
+/// The list's file in the data directory.
+pub const LIST_FILE: &str = "downloads.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Searching,
@@ -108,6 +115,20 @@ pub enum DownloadError {
     Shared(Sha1Urn, PathBuf),
     #[error("{0} is already downloaded: {path} (download {2})", path = .1.display())]
     Have(Sha1Urn, PathBuf, u64),
+    #[error("download {0} is {1:?}: only a finished download can be cleared")]
+    NotFinished(u64, State),
+}
+
+/// An entry as the list's file keeps it.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    id: u64,
+    urn: Sha1Urn,
+    name: Option<String>,
+    spec: Option<Spec>,
+    state: State,
+    path: Option<PathBuf>,
+    error: Option<String>,
 }
 
 struct Entry {
@@ -125,6 +146,8 @@ struct Entry {
     stop: Option<Sender<()>>,
     /// Counts runs, so a stopped run finishing late does not touch the run after it.
     generation: u64,
+    /// Its task runs (until [`Downloads::finish`]).
+    task: bool,
 }
 
 impl Entry {
@@ -164,16 +187,157 @@ pub struct Downloads {
     dir: PathBuf,
     list: Mutex<Vec<Entry>>,
     next: AtomicU64,
+    /// Where the list is kept.
+    file: PathBuf,
+    /// The last save failed (said once in the log, not at every change).
+    save_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Downloads {
-    pub fn new(servent: Servent, dir: PathBuf) -> Arc<Self> {
-        Arc::new(Downloads {
+    /// The downloads kept in the data directory, running ones resumed, and partial files of
+    /// the download folder that no entry names adopted as paused downloads.
+    pub fn open(servent: Servent, dir: PathBuf) -> Arc<Self> {
+        let file = servent.data_dir().join(LIST_FILE);
+        let saved: Vec<Saved> = match std::fs::read(&file) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                log::warn!(
+                    "{} is unreadable ({e}): starting an empty list",
+                    file.display()
+                );
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        let me = Arc::new(Downloads {
             servent,
             dir,
             list: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
-        })
+            file,
+            save_failed: Default::default(),
+        });
+        let mut list = me.lock();
+        for s in saved.into_iter().take(MAX_DOWNLOADS) {
+            let progress = Arc::new(Progress::default());
+            if let Some(spec) = &s.spec {
+                progress.total.store(spec.size, Ordering::Relaxed);
+                let have = if s.state == State::Done {
+                    spec.size
+                } else {
+                    download::saved_bytes(&me.dir, &spec.name, &spec.urn)
+                };
+                progress.done.store(have, Ordering::Relaxed);
+            }
+            me.next.fetch_max(s.id + 1, Ordering::Relaxed);
+            list.push(Entry {
+                id: s.id,
+                urn: s.urn,
+                name: s.name,
+                spec: s.spec,
+                state: s.state,
+                progress,
+                run: (Instant::now(), 0),
+                path: s.path,
+                error: s.error,
+                stop: None,
+                generation: 0,
+                task: false,
+            });
+        }
+        me.adopt(&mut list);
+        let mut resumed = 0;
+        for e in list.iter_mut() {
+            if matches!(e.state, State::Searching | State::Downloading) {
+                me.launch(e);
+                resumed += 1;
+            }
+        }
+        if !list.is_empty() {
+            log::info!(
+                "{} kept from the last run, {resumed} resumed",
+                crate::text::count(list.len() as u64, "download", "downloads")
+            );
+        }
+        me.save(&list);
+        drop(list);
+        me
+    }
+
+    /// Partial downloads in the folder that no entry names become paused entries: never left
+    /// there unseen.
+    fn adopt(&self, list: &mut Vec<Entry>) {
+        for (spec, have) in download::saved_downloads(&self.dir) {
+            if list.len() >= MAX_DOWNLOADS {
+                log::warn!(
+                    "a partial download of {} in {} is not listed: the list is full",
+                    spec.name,
+                    self.dir.display()
+                );
+                continue;
+            }
+            if list
+                .iter()
+                .any(|e| e.urn == spec.urn && !matches!(e.state, State::Done | State::Cancelled))
+            {
+                continue;
+            }
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "found a partial download of {} in {} ({} of {}): listed as paused download \
+                 {id}; resume it or cancel it",
+                spec.name,
+                self.dir.display(),
+                crate::text::human(have),
+                crate::text::human(spec.size)
+            );
+            let progress = Arc::new(Progress::default());
+            progress.total.store(spec.size, Ordering::Relaxed);
+            progress.done.store(have, Ordering::Relaxed);
+            list.push(Entry {
+                id,
+                urn: spec.urn,
+                name: Some(spec.name.clone()),
+                spec: Some(spec),
+                state: State::Paused,
+                progress,
+                run: (Instant::now(), 0),
+                path: None,
+                error: None,
+                stop: None,
+                generation: 0,
+                task: false,
+            });
+        }
+    }
+
+    /// Writes the list (atomically: a crash leaves the old one or the new one).
+    fn save(&self, list: &[Entry]) {
+        let saved: Vec<Saved> = list
+            .iter()
+            .map(|e| Saved {
+                id: e.id,
+                urn: e.urn,
+                name: e.name.clone(),
+                spec: e.spec.clone(),
+                state: e.state,
+                path: e.path.clone(),
+                error: e.error.clone(),
+            })
+            .collect();
+        let r = serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::store::write_atomic(&self.file, &b));
+        match r {
+            Ok(()) => self.save_failed.store(false, Ordering::Relaxed),
+            Err(e) => {
+                if !self.save_failed.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "cannot save the download list to {}: {e}",
+                        self.file.display()
+                    );
+                }
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
@@ -241,9 +405,11 @@ impl Downloads {
             error: None,
             stop: None,
             generation: 0,
+            task: false,
         };
         list.push(entry);
         let view = self.launch(list.last_mut().expect("just pushed"));
+        self.save(&list);
         Ok(view)
     }
 
@@ -253,6 +419,7 @@ impl Downloads {
         e.stop = Some(tx);
         e.error = None;
         e.generation += 1;
+        e.task = true;
         let generation = e.generation;
         e.state = if e.spec.is_some() {
             State::Downloading
@@ -297,6 +464,8 @@ impl Downloads {
                 e.spec = Some(s.clone());
                 e.state = State::Downloading;
                 e.progress.total.store(s.size, Ordering::Relaxed);
+                // Its sources are kept: a restart resumes without searching again.
+                self.save(&list);
                 s
             }
         };
@@ -344,6 +513,7 @@ impl Downloads {
             return;
         };
         e.stop = None;
+        e.task = false;
         match outcome {
             Some(Ok(path)) => {
                 e.state = State::Done;
@@ -366,6 +536,7 @@ impl Downloads {
         {
             log::warn!("cannot remove the partial download of {}: {err}", s.name);
         }
+        self.save(&list);
     }
 
     pub fn list(&self) -> Vec<View> {
@@ -393,7 +564,9 @@ impl Downloads {
         if let Some(stop) = e.stop.take() {
             let _ = stop.try_send(());
         }
-        Ok(e.view())
+        let view = e.view();
+        self.save(&list);
+        Ok(view)
     }
 
     pub fn resume(self: &Arc<Self>, id: u64) -> Result<View, DownloadError> {
@@ -405,7 +578,9 @@ impl Downloads {
         if !matches!(e.state, State::Paused | State::Failed) {
             return Err(DownloadError::NotPaused(id, e.state));
         }
-        Ok(self.launch(e))
+        let view = self.launch(e);
+        self.save(&list);
+        Ok(view)
     }
 
     pub fn cancel(&self, id: u64) -> Result<View, DownloadError> {
@@ -434,7 +609,44 @@ impl Downloads {
             }
             None => {}
         }
-        Ok(e.view())
+        let view = e.view();
+        self.save(&list);
+        Ok(view)
+    }
+
+    /// Forgets a finished download (the file, when done, stays where it is); a failed one's
+    /// partial file goes too, or the next start would adopt it again.
+    pub fn clear(&self, id: u64) -> Result<View, DownloadError> {
+        let mut list = self.lock();
+        let at = list
+            .iter()
+            .position(|e| e.id == id)
+            .ok_or(DownloadError::NotFound(id))?;
+        let e = &list[at];
+        // A cancelled one still stopping removes its partial file when it has stopped.
+        if !e.state.finished() || e.task {
+            return Err(DownloadError::NotFinished(id, e.state));
+        }
+        if matches!(e.state, State::Failed | State::Cancelled)
+            && let Some(s) = &e.spec
+            && let Err(err) = download::discard(&self.dir, &s.name)
+        {
+            log::warn!("cannot remove the partial download of {}: {err}", s.name);
+        }
+        let view = list.remove(at).view();
+        self.save(&list);
+        Ok(view)
+    }
+
+    /// Forgets every finished download; how many.
+    pub fn clear_finished(&self) -> usize {
+        let ids: Vec<u64> = self
+            .lock()
+            .iter()
+            .filter(|e| e.state.finished())
+            .map(|e| e.id)
+            .collect();
+        ids.into_iter().filter(|&id| self.clear(id).is_ok()).count()
     }
 
     pub fn active(&self) -> usize {

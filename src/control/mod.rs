@@ -79,7 +79,7 @@ impl Control {
         })?;
         let ctl = Arc::new(Control {
             searches: Searches::new(servent.clone()),
-            downloads: Downloads::new(servent.clone(), cfg.download_dir),
+            downloads: Downloads::open(servent.clone(), cfg.download_dir),
             servent,
             started: Instant::now(),
             token,

@@ -104,7 +104,13 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     (
         "DELETE",
         "/api/downloads/{id}",
-        "cancel a download and remove its partial file",
+        "cancel a download and remove its partial file; a finished one is cleared from the \
+         list (a done file stays)",
+    ),
+    (
+        "POST",
+        "/api/downloads/clear",
+        "clear every finished download from the list",
     ),
     (
         "GET",
@@ -440,6 +446,7 @@ fn page(req: &Request<Incoming>, path: &str) -> Response<Body> {
             "text/javascript; charset=utf-8",
         ),
         "/style.css" => (include_str!("page/style.css"), "text/css; charset=utf-8"),
+        "/favicon.svg" => (include_str!("page/favicon.svg"), "image/svg+xml"),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -509,7 +516,8 @@ fn download_error(e: DownloadError) -> Response<Body> {
         | DownloadError::NotPaused(..)
         | DownloadError::Duplicate(..)
         | DownloadError::Shared(..)
-        | DownloadError::Have(..) => StatusCode::CONFLICT,
+        | DownloadError::Have(..)
+        | DownloadError::NotFinished(..) => StatusCode::CONFLICT,
     };
     error(code, &e.to_string())
 }
@@ -602,10 +610,15 @@ async fn route(ctl: &Arc<Control>, req: Request<Incoming>, path: &str) -> Respon
                 .resume(id)
                 .map_or_else(download_error, |v| ok(&v))
         }),
+        (&Method::POST, ["api", "downloads", "clear"]) => Ok(ok(
+            &serde_json::json!({ "cleared": ctl.downloads.clear_finished() }),
+        )),
         (&Method::DELETE, ["api", "downloads", id]) => parse_id(id).map(|id| {
-            ctl.downloads
-                .cancel(id)
-                .map_or_else(download_error, |v| ok(&v))
+            match ctl.downloads.clear(id) {
+                Err(DownloadError::NotFinished(..)) => ctl.downloads.cancel(id),
+                r => r,
+            }
+            .map_or_else(download_error, |v| ok(&v))
         }),
         (&Method::GET, ["api", "uploads"]) => Ok(ok(&uploads_view(ctl))),
         (&Method::GET, ["api", "settings"]) => Ok(ok(&run_settings(ctl))),

@@ -1586,6 +1586,41 @@ pub fn saved_bytes(dir: &Path, name: &str, urn: &Sha1Urn) -> u64 {
         .unwrap_or(0)
 }
 
+/// Most interrupted downloads read back from one folder at start.
+pub const MAX_SAVED: usize = 1000;
+
+/// The interrupted downloads whose state is saved in `dir`: what each is, and its bytes saved.
+/// A state file that does not parse is skipped (it is the downloader's own, rewritten whole).
+pub fn saved_downloads(dir: &Path) -> Vec<(Spec, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for e in entries.flatten().take(100 * MAX_SAVED) {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with('.') && name.ends_with(".servent-state")) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        if let Ok(st) = serde_json::from_slice::<State>(&bytes) {
+            // Only a state with its partial file beside it, under the names it gives.
+            let (part, state) = file_names(dir, &st.spec.name);
+            if state != e.path() || !part.exists() {
+                continue;
+            }
+            let have = st.done.iter().map(|(a, b)| b - a).sum();
+            found.push((st.spec, have));
+            if found.len() >= MAX_SAVED {
+                break;
+            }
+        }
+    }
+    found
+}
+
 /// The file `name` would be saved as in `dir`, when it is already there with the SHA-1 `urn`:
 /// a second download of it would only make a copy.
 pub fn already_saved(dir: &Path, name: &str, urn: &Sha1Urn) -> Option<PathBuf> {
