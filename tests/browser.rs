@@ -722,7 +722,20 @@ fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
     assert!(b.displayed(&resume) && !b.displayed(&pause));
     b.click(&resume);
     state("searching");
+    // Cancel deletes data: the row asks first, and "Keep it" keeps it.
     b.click(&button(".cancel-button"));
+    let sure = button(".confirm-cancel");
+    wait_for("the cancel to be confirmed", || {
+        b.displayed(&sure).then_some(())
+    });
+    b.click(&button(".keep-button"));
+    assert!(!b.displayed(&sure), "the question goes away");
+    state("searching");
+    b.click(&button(".cancel-button"));
+    wait_for("the cancel to be confirmed", || {
+        b.displayed(&sure).then_some(())
+    });
+    b.click(&sure);
     state("cancelled");
     assert!(
         !b.displayed(&button(".cancel-button")),
@@ -751,5 +764,60 @@ fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
     wait_for("the finished download listed again", || {
         let done = b.find_all(".download-row[data-state=\"done\"]");
         (!done.is_empty()).then_some(())
+    });
+
+    // "Clear finished" empties the list; the downloaded file stays.
+    let clear = b.find("#downloads-clear");
+    assert!(b.displayed(&clear));
+    b.click(&clear);
+    wait_for("the finished downloads cleared", || {
+        b.find_all(".download-row").is_empty().then_some(())
+    });
+    assert!(b.displayed(&b.find("#downloads-empty")));
+    assert_eq!(std::fs::read(net.downloads.join(BIG_NAME)).unwrap(), big);
+
+    // A search nobody answers says so instead of "Searching…" forever.
+    let input = b.find("#search-input");
+    b.cmd("POST", &format!("/element/{input}/clear"), Some(json!({})));
+    b.type_into(&input, "zyxwvut nothing");
+    b.click(&b.find("#search-button"));
+    let status = b.find("#search-status");
+    let quiet = wait_for("the search to say it found nothing", || {
+        let v = b.js(
+            "return arguments[0].dataset.state;",
+            json!([{ ELEMENT: status }]),
+        );
+        (v == json!("empty")).then(|| b.text(&status))
+    });
+    assert!(quiet.contains("No results yet"), "{quiet}");
+    b.click(&b.find("#search-clear"));
+    assert!(b.find_all("#results .row").is_empty());
+
+    // The settings in effect, and the page's icon.
+    assert_eq!(b.text(&b.find("#settings-slots")), "4");
+    let icon = b.js(
+        "return document.querySelector('link[rel=icon]').getAttribute('href');",
+        json!([]),
+    );
+    assert_eq!(icon, json!("/favicon.svg"));
+    let svg = ureq::get(&format!("http://{}/favicon.svg", net.control.addr()))
+        .call()
+        .expect("the icon is served");
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+
+    // With no connection left, the page warns; linked again, the warning goes.
+    let offline = b.find("#offline");
+    assert!(!b.displayed(&offline));
+    let node = net.daemon.node();
+    let peers: Vec<SocketAddrV4> = node.connections().iter().map(|c| c.addr).collect();
+    for c in node.connections() {
+        node.disconnect(c.id);
+    }
+    wait_for("the no-connection warning", || {
+        b.displayed(&offline).then_some(())
+    });
+    node.add_hosts(peers, true);
+    wait_for("the warning to go once linked", || {
+        (!b.displayed(&offline)).then_some(())
     });
 }

@@ -15,6 +15,8 @@ const SHARES_POLL_MS = 15000;
 // share thousands of files; past these the page says how many more there are.
 const MAX_RESULTS_SHOWN = 300;
 const MAX_SHARES_SHOWN = 500;
+// A search with no result after this long says so (it keeps listening for late answers).
+const QUIET_AFTER_MS = 10000;
 // One NDJSON line is one result group; a line longer than this is not one we can use.
 const MAX_STREAM_LINE = 1 << 20;
 
@@ -117,12 +119,20 @@ async function errorOf(resp) {
 
 /** fetch with the token; a network failure, a refused token or an error status throws in words. */
 async function authedFetch(path, init) {
+  // The token this request carries: a refusal of an old one (the servent makes wrong tokens
+  // wait for their answer) must not sign out the token pasted since.
+  const used = token();
   let resp;
   try {
     resp = await fetch(path, { ...init, cache: 'no-store' });
   } catch (e) {
     if (e.name === 'AbortError') throw e;
     throw new Error('Cannot reach the servent. Is it still running?');
+  }
+  if (resp.status === 401 && token() !== used) {
+    const stale = new Error('an answer to a token since replaced');
+    stale.name = 'AbortError';
+    throw stale;
   }
   if (resp.status === 401) throw new AuthError('The access token was refused.');
   if (!resp.ok) throw await errorOf(resp);
@@ -171,6 +181,7 @@ function signedOut(msg) {
   sessionStorage.removeItem(TOKEN_KEY);
   stopPolling();
   stopSearch(false);
+  $('offline').hidden = true;
   $('app').hidden = true;
   $('login').hidden = false;
   $('login-message').textContent = msg || '';
@@ -239,18 +250,21 @@ function stopPolling() {
 
 async function pollOnce() {
   try {
-    const [status, downloads, connections, uploads] = await Promise.all([
+    const [status, downloads, connections, uploads, settings] = await Promise.all([
       api('GET', '/api/status'),
       api('GET', '/api/downloads'),
       api('GET', '/api/connections'),
       api('GET', '/api/uploads'),
+      api('GET', '/api/settings'),
     ]);
+    renderSettings(settings);
     renderConnections(connections);
     renderUploads(uploads);
     renderStatus(status);
     renderDownloads(downloads);
     clearStickyError();
   } catch (e) {
+    if (e.name === 'AbortError') return;
     if (e instanceof AuthError) {
       signedOut(e.message);
       return;
@@ -264,6 +278,7 @@ async function sharesOnce() {
   try {
     renderShares(await api('GET', '/api/shares'));
   } catch (e) {
+    if (e.name === 'AbortError') return;
     if (e instanceof AuthError) {
       signedOut(e.message);
       return;
@@ -332,8 +347,19 @@ function renderStatus(s) {
     `${plural(shares.files || 0, 'file')} shared (${fmtBytes(shares.bytes || 0)}) · up ${fmtDuration(s.uptime_secs)}`;
 }
 
+/** The settings in effect that the network section does not already show. */
+function renderSettings(st) {
+  st = st || {};
+  $('settings-slots').textContent = typeof st.upload_slots === 'number' ? String(st.upload_slots) : '–';
+  $('settings-partial').textContent = st.share_partial === false
+    ? 'not offered while downloading (--no-share-partial)'
+    : 'offered to others while downloading';
+}
+
 function renderConnections(list) {
   list = Array.isArray(list) ? list : [];
+  // Said once the page has heard from the servent: before that, nothing is known.
+  $('offline').hidden = list.length > 0;
   $('connections-count').textContent = String(list.length);
   $('connections-empty').hidden = list.length > 0;
   $('connections').replaceChildren(
@@ -432,6 +458,14 @@ async function rescan() {
 /** The running search: {id, query, ctrl, groups: Map(urn → group), done, error}. */
 let search = null;
 
+/** Stops the search and takes its results off the page. */
+function clearSearch() {
+  stopSearch(false);
+  $('results').replaceChildren();
+  resultRows.clear();
+  drawResults();
+}
+
 /** Stops the running search; with `keep`, its results stay on the page. */
 function stopSearch(keep) {
   if (!search) return;
@@ -450,8 +484,10 @@ function stopSearch(keep) {
 
 async function startSearch(query) {
   stopSearch(false);
-  const s = { id: null, query, ctrl: new AbortController(), groups: new Map(), done: false, stopped: false, error: null };
+  const s = { id: null, query, ctrl: new AbortController(), groups: new Map(), done: false, stopped: false, error: null, started: Date.now() };
   search = s;
+  // A search with no answer keeps listening, silently: say so once it has been quiet a while.
+  setTimeout(() => { if (search === s) drawResults(); }, QUIET_AFTER_MS + 50);
   $('results').replaceChildren();
   drawResults();
   try {
@@ -535,6 +571,8 @@ function drawResults() {
   const status = $('search-status');
   if (!s) {
     $('search-stop').hidden = true;
+    $('search-clear').hidden = true;
+    status.dataset.state = '';
     status.textContent = 'Type a few words of a file name and press Search, or paste a magnet link to download it.';
     return;
   }
@@ -544,11 +582,17 @@ function drawResults() {
   const n = groups.length;
   const running = !s.done && !s.stopped && !s.error;
   $('search-stop').hidden = !running;
-  if (s.error) status.textContent = `Search for “${s.query}” failed: ${s.error}`;
+  $('search-clear').hidden = false;
+  const quiet = running && n === 0 && Date.now() - s.started >= QUIET_AFTER_MS;
+  if (quiet) {
+    status.textContent = `No results yet for “${s.query}”. The search keeps listening for late answers; ` +
+      'try fewer or other words, or check that you are connected.';
+    status.dataset.state = 'empty';
+  } else if (s.error) status.textContent = `Search for “${s.query}” failed: ${s.error}`;
   else if (s.stopped) status.textContent = `Search for “${s.query}” stopped: ${plural(n, 'file')} found`;
   else if (!s.done) status.textContent = n ? `Searching for “${s.query}”… ${plural(n, 'file')} so far` : `Searching for “${s.query}”…`;
   else status.textContent = n ? `${plural(n, 'file')} found for “${s.query}”` : `No files found for “${s.query}”. Try fewer or other words.`;
-  status.dataset.state = s.error ? 'error' : running ? 'running' : 'done';
+  if (!quiet) status.dataset.state = s.error ? 'error' : running ? 'running' : n ? 'done' : 'empty';
 
   const keep = new Set();
   const rows = groups.slice(0, MAX_RESULTS_SHOWN).map((g) => {
@@ -660,6 +704,7 @@ function renderDownloads(list) {
   list = Array.isArray(list) ? list : [];
   downloadsByUrn = new Map(list.map((d) => [d.urn, d]));
   $('downloads-empty').hidden = list.length > 0;
+  $('downloads-clear').hidden = !list.some((d) => isDone(d) || isFailed(d));
   const keep = new Set();
   const rows = list.map((d) => {
     const id = String(d.id);
@@ -682,10 +727,28 @@ function downloadRow(d) {
   const pause = el('button', { type: 'button', class: 'secondary pause-button' }, 'Pause');
   const resume = el('button', { type: 'button', class: 'secondary resume-button' }, 'Resume');
   const cancel = el('button', { type: 'button', class: 'secondary cancel-button' }, 'Cancel');
+  const clear = el('button', { type: 'button', class: 'secondary clear-button' }, 'Clear');
+  // Cancelling deletes what was downloaded: asked once more, in the row.
+  const sure = el('button', { type: 'button', class: 'danger confirm-cancel' }, 'Cancel and delete the partial file');
+  const keep = el('button', { type: 'button', class: 'secondary keep-button' }, 'Keep it');
+  const confirm = el('div', { class: 'confirm', hidden: '' },
+    el('span', { class: 'confirm-text' }, ''), sure, keep);
   pause.addEventListener('click', () => act('Pause failed', () => api('POST', `/api/downloads/${id}/pause`, {}).then(poll)));
   resume.addEventListener('click', () => act('Resume failed', () => api('POST', `/api/downloads/${id}/resume`, {}).then(poll)));
-  cancel.addEventListener('click', () => act('Cancel failed', () => api('DELETE', `/api/downloads/${id}`).then(poll)));
-  return el('div', { class: 'row download-row', role: 'listitem', 'data-id': d.id, 'data-urn': d.urn },
+  cancel.addEventListener('click', () => {
+    const d = downloadsByUrn.get(row.dataset.urn) || {};
+    confirm.querySelector('.confirm-text').textContent =
+      `Cancel ${d.name || 'this download'}? The ${fmtBytes(d.bytes || 0)} downloaded so far are deleted. `;
+    confirm.hidden = false;
+  });
+  keep.addEventListener('click', () => { confirm.hidden = true; });
+  sure.addEventListener('click', () => {
+    confirm.hidden = true;
+    act('Cancel failed', () => api('DELETE', `/api/downloads/${id}`).then(poll));
+  });
+  // On a finished download, DELETE clears it from the list; a done file stays.
+  clear.addEventListener('click', () => act('Clear failed', () => api('DELETE', `/api/downloads/${id}`).then(poll)));
+  const row = el('div', { class: 'row download-row', role: 'listitem', 'data-id': d.id, 'data-urn': d.urn },
     el('div', { class: 'row-main' }, el('span', { class: 'name' }), el('span', { class: 'state badge' })),
     el('div', { class: 'progress-line' },
       el('progress', { max: 1, value: 0 }),
@@ -697,7 +760,9 @@ function downloadRow(d) {
       el('summary', { class: 'swarm-summary' }),
       el('ul', { class: 'swarm-list' })),
     el('p', { class: 'detail muted' }),
-    el('div', { class: 'actions' }, pause, resume, cancel));
+    el('div', { class: 'actions' }, pause, resume, cancel, clear),
+    confirm);
+  return row;
 }
 
 // The chunk map's cells: '#' held, '>' in flight, '.' missing.
@@ -766,8 +831,10 @@ function updateDownloadRow(row, d) {
   row.querySelector('.pause-button').hidden = !running;
   // The API resumes paused and failed downloads, and cancels any that is not done.
   row.querySelector('.resume-button').hidden = !(paused || d.state === 'failed');
-  row.querySelector('.cancel-button').hidden = done || d.state === 'cancelled';
-  row.querySelector('.actions').hidden = done || d.state === 'cancelled';
+  const finished = done || failed;
+  row.querySelector('.cancel-button').hidden = finished;
+  row.querySelector('.clear-button').hidden = !finished;
+  if (finished) row.querySelector('.confirm').hidden = true;
 }
 
 // --- start -------------------------------------------------------------------------------
@@ -808,6 +875,9 @@ function init() {
     else if (q) startSearch(q);
   });
   $('search-stop').addEventListener('click', () => stopSearch(true));
+  $('search-clear').addEventListener('click', clearSearch);
+  $('downloads-clear').addEventListener('click', () =>
+    act('Clear failed', () => api('POST', '/api/downloads/clear', {}).then(poll)));
   $('rescan-button').addEventListener('click', rescan);
   window.addEventListener('pagehide', () => stopSearch(false));
   document.addEventListener('visibilitychange', () => {
