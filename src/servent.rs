@@ -17,7 +17,7 @@ use log::{info, warn};
 use crate::net::{Incoming, Node, NodeConfig};
 use crate::overlay::{Delivery, Observation};
 use crate::share::hits::{Offer, Responder, query_hits};
-use crate::share::{HashCache, Library, Scanned};
+use crate::share::{HashCache, Library, ScanProgress, Scanned};
 use crate::swarm::parq::{QueueId, queue_line};
 use crate::thex::Tth;
 use crate::transfer::download::{self, PushWaiters, Source, Spec};
@@ -156,6 +156,10 @@ const SEARCH_QUEUE: usize = 1024;
 const UPLOAD_SAMPLE: Duration = Duration::from_secs(5);
 /// A Push callback must connect within this.
 const PUSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// While the first scan hashes, what it has so far is shared this often, and the log says how
+/// far it is this often.
+const PUBLISH_EVERY: Duration = Duration::from_secs(2);
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ServentConfig {
@@ -183,6 +187,10 @@ pub struct ServentConfig {
     /// How long a download tries a source it cannot reach before giving it up
     /// (`source_patience`).
     pub source_patience: Duration,
+    /// `start` returns once the port is bound, and the shares are hashed behind it, each
+    /// file shared as soon as its hash is known (the daemon); otherwise `start` returns with
+    /// the shares ready.
+    pub hash_in_background: bool,
 }
 
 impl ServentConfig {
@@ -200,6 +208,7 @@ impl ServentConfig {
             upload_stall_window: crate::transfer::stall::WINDOW,
             source_patience: crate::transfer::download::SOURCE_PATIENCE,
             download_limit: 0,
+            hash_in_background: false,
         }
     }
 }
@@ -220,6 +229,10 @@ struct Shared {
     download_limit: Arc<Limiter>,
     accept_private: bool,
     source_patience: Duration,
+    /// How far the running scan is.
+    scan: Mutex<ScanProgress>,
+    /// A scan runs: a rescan asked meanwhile is not started twice.
+    scanning: std::sync::atomic::AtomicBool,
 }
 
 /// A running servent.
@@ -294,26 +307,10 @@ impl Servent {
     pub async fn start(cfg: ServentConfig) -> io::Result<Servent> {
         let data_dir = cfg.node.data_dir.clone();
         crate::store::create_private_dir(&data_dir)?;
-        let scanned = scan(cfg.shares.clone(), data_dir.clone(), None).await;
-        for p in &scanned.private {
-            warn!(
-                "{} is servent's data folder, inside a share: it is never shared",
-                p.display()
-            );
-        }
-        if let Some(e) = &scanned.failed {
-            warn!("the first scan of the shares is incomplete: {e}");
-        }
-        let library = scanned.library;
-        info!(
-            "sharing {} ({})",
-            crate::text::count(library.len() as u64, "file", "files"),
-            crate::text::human(u64::from(library.kbytes()) * 1024)
-        );
         let accept_private = cfg.node.accept_private;
+        // The port first: a port in use fails at once, not after hashing the shares.
         let node = Node::start(cfg.node).await?;
-        node.set_shared(library.len() as u32, library.kbytes());
-        node.set_qrp_table(library.qrp_table(QRP_BITS));
+        let library = Library::default();
         let uploads = Uploads::with(
             Arc::new(RwLock::new(library)),
             cfg.upload_slots,
@@ -340,6 +337,8 @@ impl Servent {
             speed_kbps: cfg.speed_kbps,
             shares: cfg.shares,
             data_dir,
+            scan: Mutex::new(ScanProgress::default()),
+            scanning: Default::default(),
         });
         node.set_incoming(Arc::new(Handler(shared.clone())));
         if let Some(f) = cfg.firewalled {
@@ -349,6 +348,12 @@ impl Servent {
         task::spawn(sample_uploads(node.clone(), shared.uploads.clone()));
         task::spawn(upload_turns(shared.clone()));
         let servent = Servent { shared };
+        if cfg.hash_in_background {
+            let s = servent.clone();
+            task::spawn(async move { s.first_scan().await });
+        } else {
+            servent.first_scan().await;
+        }
         if let Some(every) = cfg.rescan_every {
             let s = servent.clone();
             task::spawn(async move {
@@ -413,6 +418,14 @@ impl Servent {
     /// Rescans the share folders; new, changed and removed files show from now on. The old
     /// library keeps answering until the new one is ready.
     pub async fn rescan(&self) {
+        if self
+            .shared
+            .scanning
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            info!("a scan of the shares is running already");
+            return;
+        }
         let old = self
             .shared
             .uploads
@@ -420,12 +433,8 @@ impl Servent {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let scanned = scan(
-            self.shared.shares.clone(),
-            self.shared.data_dir.clone(),
-            Some(old),
-        )
-        .await;
+        let s = self.clone();
+        let scanned = task::spawn_blocking(move || s.scan_blocking(Some(old))).await;
         // A scan cut short (no file descriptors left, a disk error) would unshare what it
         // did not reach: the library it would replace is the better one.
         if let Some(e) = scanned.failed {
@@ -449,6 +458,80 @@ impl Servent {
             "shares changed: now {}",
             crate::text::count(lib.len() as u64, "file", "files")
         );
+        self.publish(lib);
+    }
+
+    /// The first scan: what it finds is shared as it goes (every [`PUBLISH_EVERY`]).
+    async fn first_scan(&self) {
+        let s = self.clone();
+        let scanned = task::spawn_blocking(move || s.scan_blocking(None)).await;
+        for p in &scanned.private {
+            warn!(
+                "{} is servent's data folder, inside a share: it is never shared",
+                p.display()
+            );
+        }
+        if let Some(e) = &scanned.failed {
+            warn!("the first scan of the shares is incomplete: {e}");
+        }
+        let library = scanned.library;
+        info!(
+            "sharing {} ({})",
+            crate::text::count(library.len() as u64, "file", "files"),
+            crate::text::human(u64::from(library.kbytes()) * 1024)
+        );
+        self.publish(library);
+    }
+
+    /// Scans the shares (a blocking call), keeping [`Servent::scan_progress`] up to date; a
+    /// first scan (no `prev`) shares what it has hashed so far as it goes.
+    fn scan_blocking(&self, prev: Option<Library>) -> Scanned {
+        use std::sync::atomic::Ordering;
+        let sh = &self.shared;
+        sh.scanning.store(true, Ordering::Relaxed);
+        let mut cache = HashCache::load(&sh.data_dir);
+        let progressive = prev.is_none();
+        let now = std::time::Instant::now();
+        // The first files found are shared at once; then every PUBLISH_EVERY.
+        let mut published = now.checked_sub(PUBLISH_EVERY).unwrap_or(now);
+        let (mut told, mut shared_len) = (now, 0);
+        let scanned = Library::scan_reporting(
+            &sh.shares,
+            std::slice::from_ref(&sh.data_dir),
+            &mut cache,
+            prev.as_ref(),
+            &mut |p, lib| {
+                *sh.scan.lock().unwrap_or_else(|e| e.into_inner()) = p.clone();
+                if p.bytes_left > 0 && told.elapsed() >= PROGRESS_EVERY {
+                    info!("{p}");
+                    told = std::time::Instant::now();
+                }
+                if progressive && lib.len() != shared_len && published.elapsed() >= PUBLISH_EVERY {
+                    self.publish(lib.clone());
+                    shared_len = lib.len();
+                    published = std::time::Instant::now();
+                }
+            },
+        );
+        if let Err(e) = cache.save(&sh.data_dir) {
+            warn!("cannot save the SHA-1 cache: {e}");
+        }
+        sh.scan.lock().unwrap_or_else(|e| e.into_inner()).running = false;
+        sh.scanning.store(false, Ordering::Relaxed);
+        scanned
+    }
+
+    /// How far the running scan of the shares is (`running` false when none runs).
+    pub fn scan_progress(&self) -> ScanProgress {
+        self.shared
+            .scan
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Shares `lib` from now on, and tells the network.
+    fn publish(&self, lib: Library) {
         self.shared.node.set_shared(lib.len() as u32, lib.kbytes());
         *self
             .shared
@@ -683,23 +766,6 @@ impl Shared {
                 > 0,
         }
     }
-}
-
-async fn scan(dirs: Vec<PathBuf>, data_dir: PathBuf, prev: Option<Library>) -> Scanned {
-    task::spawn_blocking(move || {
-        let mut cache = HashCache::load(&data_dir);
-        let lib = Library::scan(
-            &dirs,
-            std::slice::from_ref(&data_dir),
-            &mut cache,
-            prev.as_ref(),
-        );
-        if let Err(e) = cache.save(&data_dir) {
-            warn!("cannot save the SHA-1 cache: {e}");
-        }
-        lib
-    })
-    .await
 }
 
 /// A GGEP block with `PR`: this query wants partial results too (SWARM.md §1.4).

@@ -170,10 +170,14 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon on `home`'s folders, linked to `peer`, and waits for its page line.
     async fn start(home: &Path, peer: SocketAddrV4) -> Daemon {
+        Daemon::start_with(home, &["--peer", &peer.to_string()]).await
+    }
+
+    async fn start_with(home: &Path, args: &[&str]) -> Daemon {
         let mut child = bin(home)
             .args(["run", "--role", "leaf", "--listen", "127.0.0.1:0"])
             .args(["--api", "127.0.0.1:0", "--no-bootstrap", "--allow-private"])
-            .args(["--peer", &peer.to_string()])
+            .args(args)
             .arg("--data-dir")
             .arg(home.join("data"))
             .arg("--download-dir")
@@ -183,14 +187,18 @@ impl Daemon {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let child = Reaped(child);
-        let first = async_std::task::spawn_blocking(move || {
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .unwrap();
-            line
-        })
-        .await;
+        let first = async_std::future::timeout(
+            Duration::from_secs(20),
+            async_std::task::spawn_blocking(move || {
+                let mut line = String::new();
+                std::io::BufReader::new(stdout)
+                    .read_line(&mut line)
+                    .unwrap();
+                line
+            }),
+        )
+        .await
+        .expect("the page line within 20 s");
         let url = first
             .trim()
             .strip_prefix("open http://")
@@ -379,4 +387,63 @@ async fn downloads_outlive_a_restart_and_a_stray_partial_is_adopted() {
         .collect();
     assert_eq!(left, ["\"paused\"", "\"paused\""]);
     assert!(dl.join("small done.txt").exists());
+}
+
+#[async_std::test]
+async fn the_api_answers_and_shares_while_a_big_share_is_still_hashing() {
+    let home = temp_dir("hashing-home");
+    let share = home.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("a small one.txt"), b"shared at once").unwrap();
+    // 4 GB of holes: minutes of hashing, no disk.
+    let big = std::fs::File::create(share.join("big image.iso")).unwrap();
+    big.set_len(4 << 30).unwrap();
+    drop(big);
+    let share_s = share.to_str().unwrap().to_string();
+
+    // A port in use is said at once, not after the hashing.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let mut busy = Reaped(
+        bin(&home)
+            .args(["run", "--listen", &port, "--api", "off", "--no-bootstrap"])
+            .args(["--share", &share_s])
+            .arg("--data-dir")
+            .arg(home.join("busy-data"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let st = exit_within(&mut busy.0, Duration::from_secs(10)).expect("gave up at once");
+    assert!(!st.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut busy.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains(&port), "names the port: {err}");
+
+    let d = Daemon::start_with(&home, &["--share", &share_s]).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let st = d.call("GET", "/api/status", None).await;
+        if st["shares"]["files"] == 1 && st["shares"]["hashing"]["running"] == true {
+            break st;
+        }
+        assert!(
+            Instant::now() < end,
+            "the small file shared while hashing: {st}"
+        );
+        async_std::task::sleep(Duration::from_millis(100)).await;
+    };
+    let h = &status["shares"]["hashing"];
+    assert_eq!(h["files_total"], 2);
+    assert!(h["bytes_left"].as_u64().unwrap() > 0, "{h}");
+    let shares = d.call("GET", "/api/shares", None).await;
+    assert_eq!(shares["files"][0]["name"], "a small one.txt");
+    let text = bin(&home)
+        .args(["status", "--api", &d.api])
+        .arg("--data-dir")
+        .arg(home.join("data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("hashing 2 of 2 files"), "{text}");
 }

@@ -83,6 +83,8 @@ pub fn servent_config(s: &Settings) -> Result<ServentConfig, String> {
     scfg.upload_policy = s.upload_policy;
     scfg.source_patience = std::time::Duration::from_secs(s.source_patience);
     scfg.download_limit = s.download_limit;
+    // The API and the overlay answer at once; the shares are hashed behind them.
+    scfg.hash_in_background = true;
     Ok(scfg)
 }
 

@@ -116,6 +116,16 @@ pub async fn status(s: &Settings, json_out: bool) -> Result<(), String> {
         crate::text::count(num(&st["shares"]["files"]), "file", "files"),
         human(num(&st["shares"]["bytes"]))
     );
+    if let Some(h) = st["shares"]["hashing"].as_object() {
+        let n = |k: &str| h.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "              hashing {} of {} files, {} left (the others are shared already)",
+            (n("files_done") + 1).min(n("files_total")),
+            n("files_total"),
+            human(n("bytes_left"))
+        );
+    }
     let _ = writeln!(
         o,
         "transfers     {} uploads, {} downloads",

@@ -665,6 +665,9 @@ struct Firewall {
 struct ShareCount {
     files: usize,
     bytes: u64,
+    /// The scan of the shares, while one runs (the files hashed so far are shared already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hashing: Option<crate::share::ScanProgress>,
 }
 
 #[derive(Serialize)]
@@ -713,7 +716,11 @@ fn status(ctl: &Control) -> Status {
         api: ctl.addr,
         firewalled: Firewall { firewalled, reason },
         reputation: node.reputation(),
-        shares: ShareCount { files, bytes },
+        shares: ShareCount {
+            files,
+            bytes,
+            hashing: Some(ctl.servent.scan_progress()).filter(|p| p.running),
+        },
         transfers: {
             let up = ctl.servent.uploads();
             let (ul, dl) = ctl.servent.limits();
@@ -900,6 +907,9 @@ struct SharedView {
 
 #[derive(Serialize)]
 struct Shares {
+    /// The scan of the shares, while one runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hashing: Option<crate::share::ScanProgress>,
     folders: Vec<std::path::PathBuf>,
     files: Vec<SharedView>,
 }
@@ -908,6 +918,7 @@ fn shares(ctl: &Control) -> Shares {
     let lib = ctl.servent.library();
     let lib = lib.read().unwrap_or_else(|e| e.into_inner());
     Shares {
+        hashing: Some(ctl.servent.scan_progress()).filter(|p| p.running),
         folders: ctl.servent.share_folders().to_vec(),
         files: lib
             .files()

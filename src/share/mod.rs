@@ -133,6 +133,30 @@ fn shareable(name: &str) -> bool {
     !name.starts_with('.') && !name.ends_with(PARTIAL_SUFFIX) && !name.ends_with(".part")
 }
 
+/// How far a scan is, for the log, the status and the page while the shares are hashed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScanProgress {
+    /// A scan is running.
+    pub running: bool,
+    /// Files found, and those looked at so far (hashed, or known from the cache).
+    pub files_total: usize,
+    pub files_done: usize,
+    /// Bytes still to hash.
+    pub bytes_left: u64,
+}
+
+impl std::fmt::Display for ScanProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "hashing {} of {} files, {} left",
+            (self.files_done + 1).min(self.files_total),
+            self.files_total,
+            crate::text::human(self.bytes_left)
+        )
+    }
+}
+
 /// A scan's result: what it found, what it left out as private, and the first error that
 /// made it incomplete (a caller with an older library keeps that one instead).
 #[derive(Debug, Default)]
@@ -248,6 +272,18 @@ impl Library {
         cache: &mut HashCache,
         prev: Option<&Library>,
     ) -> Scanned {
+        Self::scan_reporting(dirs, private, cache, prev, &mut |_, _| {})
+    }
+
+    /// [`Library::scan`], telling `report` how far it is and what it has so far before and
+    /// after each file (a caller may share those already while the next one is hashed).
+    pub fn scan_reporting(
+        dirs: &[PathBuf],
+        private: &[PathBuf],
+        cache: &mut HashCache,
+        prev: Option<&Library>,
+        report: &mut dyn FnMut(&ScanProgress, &Library),
+    ) -> Scanned {
         let private: Vec<PathBuf> = private
             .iter()
             .filter_map(|p| p.canonicalize().ok())
@@ -284,17 +320,36 @@ impl Library {
         let mut next_index = prev.map_or(1, |p| p.next_index);
         let mut lib = Library::default();
         let mut hashed = 0usize;
+        let mut progress = ScanProgress {
+            running: true,
+            files_total: found.len(),
+            files_done: 0,
+            bytes_left: found
+                .iter()
+                .filter(|(path, _, size, mtime)| cache.get(path, *size, *mtime).is_none())
+                .map(|(_, _, size, _)| size)
+                .sum(),
+        };
+        report(&progress, &lib);
         for (path, name, size, mtime) in found {
-            let (sha1, tth) = match cache.get(&path, size, mtime) {
+            progress.files_done += 1;
+            let known = cache.get(&path, size, mtime);
+            if known.is_none() {
+                // What is known so far may be shared while this file is hashed.
+                report(&progress, &lib);
+            }
+            let (sha1, tth) = match known {
                 Some(s) => s,
                 None => match hash_file(&path) {
                     Ok((s, tree)) => {
                         hashed += 1;
+                        progress.bytes_left = progress.bytes_left.saturating_sub(size);
                         cache.put(path.clone(), size, mtime, s, &tree);
                         (s, tree.root())
                     }
                     Err(e) => {
                         warn!("cannot read {}: {e}; not shared", path.display());
+                        progress.bytes_left = progress.bytes_left.saturating_sub(size);
                         if !entry_only(&e) {
                             w.fail(&path, e);
                         }
@@ -319,6 +374,8 @@ impl Library {
                 sha1,
                 tth: Some(tth),
             });
+            lib.next_index = next_index;
+            report(&progress, &lib);
         }
         lib.next_index = next_index;
         if hashed > 0 {

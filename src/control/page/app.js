@@ -427,7 +427,11 @@ function renderShares(sh) {
   const files = Array.isArray(sh && sh.files) ? sh.files.slice() : [];
   const folders = Array.isArray(sh && sh.folders) ? sh.folders : [];
   const total = files.reduce((a, f) => a + (f.size || 0), 0);
-  $('shares-summary').textContent = `${plural(files.length, 'file')}, ${fmtBytes(total)}`;
+  const h = sh && sh.hashing;
+  $('shares-summary').textContent = `${plural(files.length, 'file')}, ${fmtBytes(total)}` + (h
+    ? `; hashing ${Math.min((h.files_done || 0) + 1, h.files_total || 0)} of ${plural(h.files_total || 0, 'file')}, ` +
+      `${fmtBytes(h.bytes_left || 0)} left`
+    : '');
   $('share-folders').replaceChildren(...folders.map((f) => el('li', { class: 'mono' }, String(f))));
   $('shares-empty').hidden = files.length > 0;
   files.sort((a, b) => String(a.name).localeCompare(String(b.name)));
