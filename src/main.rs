@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use std::net::SocketAddrV4;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use servent::cli::{self, remote};
 use servent::control::config::{Layer, Settings};
 use servent::handshake::Role;
@@ -20,17 +20,20 @@ use std::time::Duration;
 ///
 /// Logging goes to stderr and is set with RUST_LOG (for example RUST_LOG=debug);
 /// servent --version (or -V) prints the version.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 struct Cli {
     #[argh(subcommand)]
     command: Command,
 }
 
-#[derive(FromArgs)]
+// Parsed once per process: the size of its largest variant costs nothing worth a Box, which
+// argh's ArgsInfo (completions, the man page) cannot see through.
+#[allow(clippy::large_enum_variant)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 enum Command {
     Demo(DemoArgs),
-    Run(Box<RunArgs>),
+    Run(RunArgs),
     Status(StatusArgs),
     Downloads(DownloadsArgs),
     Uploads(UploadsArgs),
@@ -38,10 +41,37 @@ enum Command {
     Search(SearchArgs),
     Get(GetArgs),
     Decode(DecodeArgs),
+    Completions(CompletionsArgs),
+    Man(ManArgs),
 }
 
+/// Print a shell completion script (bash, zsh or fish).
+#[derive(FromArgs, ArgsInfo)]
+#[argh(
+    subcommand,
+    name = "completions",
+    note = "Written from the same definitions as --help, so every subcommand and flag is in it.",
+    example = "servent completions bash > ~/.local/share/bash-completion/completions/servent
+servent completions zsh > ~/.zfunc/_servent
+servent completions fish > ~/.config/fish/completions/servent.fish"
+)]
+struct CompletionsArgs {
+    /// bash, zsh or fish
+    #[argh(positional)]
+    shell: String,
+}
+
+/// Print the manual page (roff, section 1).
+#[derive(FromArgs, ArgsInfo)]
+#[argh(
+    subcommand,
+    name = "man",
+    example = "servent man > ~/.local/share/man/man1/servent.1 && man servent"
+)]
+struct ManArgs {}
+
 /// Search the network and print the results grouped by file.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "search",
@@ -82,7 +112,7 @@ struct SearchArgs {
 }
 
 /// Download a file by its SHA-1 (urn:sha1:… or a magnet link) and verify it.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "get",
@@ -133,7 +163,7 @@ struct GetArgs {
 
 /// Run a small Gnutella network on this machine and show it working: search, a direct
 /// download and one through Push from a firewalled servent.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "demo",
@@ -144,7 +174,7 @@ Exits 0 only if every step worked."
 struct DemoArgs {}
 
 /// Join the Gnutella network and route for it until Ctrl-C, with the local API and page.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "run",
@@ -260,6 +290,11 @@ struct RunArgs {
     #[argh(option)]
     source_patience: Option<u64>,
 
+    /// keep the API token in this file (created 0600 with a new one if missing) so that a
+    /// bookmarked page keeps working across restarts (default: a new token at every start)
+    #[argh(option)]
+    api_token_file: Option<PathBuf>,
+
     /// the settings file (default <config dir>/servent/config.toml; a missing default file
     /// is fine, a missing given one is an error)
     #[argh(option)]
@@ -297,12 +332,13 @@ impl RunArgs {
             download_limit: self.download_limit.clone(),
             upload_policy: self.upload_policy.clone(),
             source_patience: self.source_patience,
+            api_token_file: self.api_token_file.clone(),
         }
     }
 }
 
 /// Show how the running servent is doing: role, addresses, firewall, shares, transfers, peers.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "status")]
 struct StatusArgs {
     /// print JSON instead of text
@@ -324,7 +360,7 @@ struct StatusArgs {
 
 /// List the running servent's downloads, or pause, resume or cancel one, or clear the
 /// finished ones from the list.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "downloads",
@@ -369,7 +405,7 @@ struct DownloadsArgs {
 /// Show the running servent's uploads: each file going to each downloader, and every
 /// downloader with its slot (unchoked and why, or choked), its place in the queue, and the
 /// rates both ways.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "uploads",
@@ -396,7 +432,7 @@ struct UploadsArgs {
 }
 
 /// List the running servent's peers, or connect or disconnect one.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "peers")]
 struct PeersArgs {
     /// dial HOST:PORT and keep it connected
@@ -439,7 +475,7 @@ fn client_settings(
 }
 
 /// Decode Gnutella descriptors given as hex and print each as JSON.
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(
     subcommand,
     name = "decode",
@@ -470,7 +506,7 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout();
             async_std::task::block_on(servent::cli::demo::run(&mut out))
         }
-        Command::Run(args) => run(*args),
+        Command::Run(args) => run(args),
         Command::Status(a) => client_settings(a.config.as_deref(), a.api, a.data_dir)
             .and_then(|s| block_on(remote::status(&s, a.json))),
         Command::Downloads(a) => {
@@ -504,6 +540,15 @@ fn main() -> ExitCode {
         Command::Search(args) => search(args),
         Command::Get(args) => get(args),
         Command::Decode(args) => decode(args),
+        Command::Completions(a) => a
+            .shell
+            .parse()
+            .map(|sh| print!("{}", cli::docs::completions(&args_info(), sh))),
+        Command::Man(_) => {
+            let (version, summary) = (env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_DESCRIPTION"));
+            print!("{}", cli::docs::man(&args_info(), version, summary));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -547,6 +592,13 @@ fn parse_args(argv: Vec<String>) -> Cli {
             }
         },
     }
+}
+
+/// The command line's own description, for completions and the man page.
+fn args_info() -> argh::CommandInfoWithArgs {
+    let mut info = Cli::get_args_info();
+    info.name = "servent";
+    info
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {

@@ -50,6 +50,7 @@ async fn control(s: &Servent) -> (Arc<Control>, Client) {
         ControlConfig {
             api: "127.0.0.1:0".parse().unwrap(),
             download_dir: temp_dir("api-downloads"),
+            token_file: None,
         },
     )
     .await

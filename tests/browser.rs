@@ -485,6 +485,7 @@ fn start_net(big: &[u8]) -> Net {
             ControlConfig {
                 api: "127.0.0.1:0".parse().expect("addr"),
                 download_dir: downloads.clone(),
+                token_file: None,
             },
         )
         .await

@@ -447,3 +447,37 @@ async fn the_api_answers_and_shares_while_a_big_share_is_still_hashing() {
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("hashing 2 of 2 files"), "{text}");
 }
+
+#[async_std::test]
+async fn a_kept_api_token_survives_a_restart_and_a_readable_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = temp_dir("token-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let file = home.join("kept-token");
+    let f = file.to_str().unwrap().to_string();
+    let first = Daemon::start_with(&home, &["--api-token-file", &f]).await;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), first.token);
+    let token = first.token.clone();
+    drop(first);
+    let again = Daemon::start_with(&home, &["--api-token-file", &f]).await;
+    assert_eq!(again.token, token, "the bookmarked page keeps working");
+    drop(again);
+    // Without the setting, a new one at every start.
+    let fresh = Daemon::start_with(&home, &[]).await;
+    assert_ne!(fresh.token, token);
+    drop(fresh);
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bin(&home)
+        .args(["run", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .args(["--no-bootstrap", "--api-token-file", &f])
+        .arg("--data-dir")
+        .arg(home.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+}

@@ -328,6 +328,7 @@ async fn idle_sockets_do_not_shut_out_the_api_and_wrong_tokens_are_braked() {
         ControlConfig {
             api: "127.0.0.1:0".parse().unwrap(),
             download_dir: temp_dir("rel-api-downloads"),
+            token_file: None,
         },
     )
     .await

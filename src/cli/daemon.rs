@@ -106,6 +106,7 @@ pub async fn run(s: Settings, stop: Receiver<()>) -> Result<(), String> {
                 ControlConfig {
                     api,
                     download_dir: s.download_dir.clone(),
+                    token_file: s.api_token_file.clone(),
                 },
             )
             .await

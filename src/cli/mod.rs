@@ -2,5 +2,6 @@
 
 pub mod daemon;
 pub mod demo;
+pub mod docs;
 pub mod remote;
 pub mod search;

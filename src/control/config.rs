@@ -65,6 +65,8 @@ pub struct Layer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_policy: Option<String>,
     pub source_patience: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -99,6 +101,11 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("download_limit", Kind::Text, "off"),
     ("upload_policy", Kind::Text, "tit-for-tat"),
     ("source_patience", Kind::Number, "300"),
+    (
+        "api_token_file",
+        Kind::Text,
+        "none: a new token at every start",
+    ),
 ];
 
 /// Where a value came from.
@@ -156,6 +163,8 @@ pub struct Settings {
     pub upload_policy: crate::swarm::queue::Policy,
     /// Seconds a download keeps trying a source it cannot reach.
     pub source_patience: u64,
+    /// Keep the API token in this file across restarts (a bookmarked page keeps working).
+    pub api_token_file: Option<PathBuf>,
     /// Each key's value as TOML and its origin, in key order.
     pub origins: Vec<(&'static str, String, Origin)>,
 }
@@ -375,6 +384,7 @@ impl Settings {
             download_limit,
             upload_policy,
             source_patience,
+            api_token_file: layer.api_token_file.clone(),
             origins: Vec::new(),
         };
         let effective = to_table(&s.as_layer());
@@ -420,6 +430,7 @@ impl Settings {
             download_limit: Some(crate::transfer::limit::format_rate(self.download_limit)),
             upload_policy: Some(self.upload_policy.to_string()),
             source_patience: Some(self.source_patience),
+            api_token_file: self.api_token_file.clone(),
         }
     }
 
@@ -505,6 +516,7 @@ mod tests {
             download_limit: Some(String::new()),
             upload_policy: Some(String::new()),
             source_patience: Some(0),
+            api_token_file: Some(PathBuf::new()),
         };
         let t = to_table(&full);
         let mut names: Vec<&str> = t.keys().map(String::as_str).collect();

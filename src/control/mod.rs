@@ -36,6 +36,8 @@ pub struct ControlConfig {
     pub api: SocketAddr,
     /// Where downloads started through the API are saved.
     pub download_dir: PathBuf,
+    /// A file that keeps the token across restarts (`api_token_file`); none: a new token.
+    pub token_file: Option<PathBuf>,
 }
 
 /// The running API.
@@ -67,7 +69,15 @@ impl Control {
                 )
             })?;
         let addr = listener.local_addr()?;
-        let token = token::generate()?;
+        let token = match &cfg.token_file {
+            None => token::generate()?,
+            Some(f) => token::kept(f).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot keep the API token in {}: {e}", f.display()),
+                )
+            })?,
+        };
         token::write(servent.data_dir(), &token).map_err(|e| {
             io::Error::new(
                 e.kind(),

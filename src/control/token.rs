@@ -25,18 +25,61 @@ pub fn generate() -> io::Result<String> {
 pub fn write(data_dir: &Path, token: &str) -> io::Result<PathBuf> {
     let dest = path(data_dir);
     let tmp = data_dir.join(format!(".{TOKEN_FILE}.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, token)?;
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
+}
+
+/// `token` in a new file `tmp` readable by its owner only from the start.
+fn write_private(tmp: &Path, token: &str) -> io::Result<()> {
+    let _ = std::fs::remove_file(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)?;
+        .open(tmp)?;
     f.write_all(token.as_bytes())?;
     f.write_all(b"\n")?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, &dest)?;
-    Ok(dest)
+    f.sync_all()
+}
+
+/// The token kept in `file`: read when it holds one, else made and written there (0600).
+/// A file others may read is refused rather than trusted.
+pub fn kept(file: &Path) -> io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::read_to_string(file) {
+        Ok(t) => {
+            let mode = std::fs::metadata(file)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("others may read it (mode {:o}): chmod 600 it", mode & 0o777),
+                ));
+            }
+            let t = t.trim();
+            if t.len() < 32 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "it holds no token (32 or more printable characters); remove it to get one",
+                ));
+            }
+            Ok(t.to_string())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let t = generate()?;
+            let dir = file.parent().filter(|p| !p.as_os_str().is_empty());
+            let dir = dir.unwrap_or(Path::new("."));
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(TOKEN_FILE);
+            let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+            write_private(&tmp, &t)?;
+            std::fs::rename(&tmp, file)?;
+            Ok(t)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads the token a running daemon wrote.
