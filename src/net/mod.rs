@@ -54,11 +54,6 @@ const BYE_LINGER: Duration = Duration::from_millis(500);
 const WRITE_BATCH: usize = 16 * 1024;
 /// The host cache is saved this often and on shutdown.
 const SAVE_EVERY: Duration = Duration::from_secs(300);
-/// A node with nobody to dial asks the bootstrap services at most this often (gtk-gnutella
-/// waits 180 s per host cache; we rotate through several).
-const BOOTSTRAP_EVERY: Duration = Duration::from_secs(60);
-/// Below this many dialable hosts, and with no links, the node is starving.
-const STARVING_HOSTS: usize = 5;
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 64 * 1024;
 
@@ -167,8 +162,8 @@ struct Inner {
     reachable: AtomicBool,
     accept_private: bool,
     bootstrap: Vec<bootstrap::Service>,
-    /// When the last bootstrap round ran, and which service is next.
-    bootstrap_state: Mutex<(Option<Instant>, usize)>,
+    /// Which GWebCache is asked next.
+    next_gwc: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -263,6 +258,7 @@ impl Node {
         ocfg.up_qrp_interval = cfg.up_qrp_interval;
         ocfg.auto_role = cfg.auto_role;
         ocfg.thresholds = cfg.thresholds.clone();
+        ocfg.bootstrap = !cfg.bootstrap.is_empty();
         // MUIDs must differ from one run to the next: peers remember them for up to an hour
         // and would drop a restarted node's queries as duplicates.
         ocfg.seed = u64::from_le_bytes(Guid::random().0[..8].try_into().expect("16 bytes"));
@@ -316,7 +312,7 @@ impl Node {
             reachable: AtomicBool::new(false),
             accept_private: cfg.accept_private,
             bootstrap: cfg.bootstrap.clone(),
-            bootstrap_state: Mutex::new((None, 0)),
+            next_gwc: AtomicU64::new(0),
         });
         info!(
             "listening on {listen} as {} {} ({} known hosts, servent GUID {servent})",
@@ -573,37 +569,20 @@ async fn udp_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Asks the next bootstrap services for hosts when the node has no links and nobody to dial.
-fn maybe_bootstrap(inner: &Arc<Inner>, now: Instant) {
+/// Asks the bootstrap services for hosts; the core decides when (it has no ultrapeer and
+/// nobody left to dial, at most once a minute).
+fn bootstrap_round(inner: &Arc<Inner>) {
     if inner.bootstrap.is_empty() {
         return;
     }
-    {
-        let core = lock(&inner.core);
-        let starving =
-            core.connections(now).is_empty() && core.hosts().candidates(now).len() < STARVING_HOSTS;
-        if !starving {
-            return;
-        }
-    }
-    let mut state = lock(&inner.bootstrap_state);
-    if state
-        .0
-        .is_some_and(|t| now.saturating_duration_since(t) < BOOTSTRAP_EVERY)
-    {
-        return;
-    }
-    state.0 = Some(now);
     // Every UDP host cache at once (cheap), and one GWebCache per round, in turn.
     let gwcs: Vec<&bootstrap::Service> = inner
         .bootstrap
         .iter()
         .filter(|s| matches!(s, bootstrap::Service::Gwc(_)))
         .collect();
-    let gwc = (!gwcs.is_empty()).then(|| gwcs[state.1 % gwcs.len()].clone());
-    state.1 += 1;
-    drop(state);
-    info!("no hosts to connect to: asking the bootstrap services");
+    let turn = inner.next_gwc.fetch_add(1, Ordering::Relaxed) as usize;
+    let gwc = (!gwcs.is_empty()).then(|| gwcs[turn % gwcs.len()].clone());
     for s in &inner.bootstrap {
         if let bootstrap::Service::Uhc(h) = s {
             let inner = inner.clone();
@@ -1171,6 +1150,11 @@ fn dispatch(inner: &Arc<Inner>, actions: Vec<Action>) {
             Action::RoleChanged { role, .. } => {
                 lock(&inner.local).role = role;
             }
+            Action::Bootstrap => {
+                if !inner.stopping.load(Ordering::SeqCst) {
+                    bootstrap_round(inner);
+                }
+            }
             Action::Deliver(Delivery::ConnectBack { addr }) => {
                 task::spawn(connect_back(addr));
             }
@@ -1224,7 +1208,6 @@ async fn ticker(inner: Arc<Inner>, every: Duration) {
             }
         }
         dispatch(&inner, out);
-        maybe_bootstrap(&inner, now);
         if now.saturating_duration_since(last_save) > SAVE_EVERY {
             save_hosts(&inner);
             last_save = now;

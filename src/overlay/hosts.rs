@@ -108,26 +108,27 @@ impl HostCache {
         }
     }
 
-    /// A dial failed: back off (15 s doubling to 30 min). Unpinned hosts that keep failing go.
+    /// A dial failed: back off (15 s doubling to 30 min). The host stays: an ultrapeer that
+    /// was full or down may be the only one left after churn, and a node that forgot it had
+    /// nobody to ask. The capacity bounds the cache, and eviction takes the most failed first.
     pub fn failed(&mut self, addr: &SocketAddrV4, now: Instant) {
         let Some(s) = self.hosts.get_mut(addr) else {
             return;
         };
-        s.entry.failures += 1;
+        s.entry.failures = s.entry.failures.saturating_add(1);
         let shift = s.entry.failures.min(8) - 1;
         let delay = (BASE_BACKOFF * (1 << shift)).min(MAX_BACKOFF);
         s.next_try = now + delay;
-        if s.entry.failures >= 6 && !s.entry.pinned {
-            self.hosts.remove(addr);
-        }
     }
 
-    /// Our role changed: hosts that refused the old role may take the new one, so every
-    /// back-off ends now (failure counts stay).
-    pub fn retry_all(&mut self, now: Instant) {
+    /// Every back-off ends now (failure counts stay, so the hosts that failed least come
+    /// first): our role changed and hosts that refused the old one may take the new one, or
+    /// we have no ultrapeer left and nobody else to dial. Returns how many hosts there are.
+    pub fn retry_all(&mut self, now: Instant) -> usize {
         for s in self.hosts.values_mut() {
             s.next_try = s.next_try.min(now);
         }
+        self.hosts.len()
     }
 
     /// The user closed our link to this host: it is no longer kept, and not dialled again
@@ -211,6 +212,34 @@ mod tests {
     }
 
     #[test]
+    fn failing_hosts_are_kept_and_retried_after_their_back_off() {
+        let mut h = HostCache::new(8, true);
+        let now = Instant::now();
+        h.add(a("127.0.0.1:1"), true, false, now);
+        for _ in 0..20 {
+            h.failed(&a("127.0.0.1:1"), now);
+        }
+        assert_eq!(h.len(), 1, "a failing host is not forgotten");
+        assert!(h.candidates(now + MAX_BACKOFF / 2).is_empty());
+        assert_eq!(h.candidates(now + MAX_BACKOFF), vec![a("127.0.0.1:1")]);
+        assert_eq!(h.retry_all(now), 1);
+        assert_eq!(h.candidates(now), vec![a("127.0.0.1:1")]);
+    }
+
+    #[test]
+    fn the_most_failed_host_is_evicted_first() {
+        let mut h = HostCache::new(2, true);
+        let now = Instant::now();
+        h.add(a("127.0.0.1:1"), true, false, now);
+        h.add(a("127.0.0.1:2"), true, false, now);
+        h.failed(&a("127.0.0.1:1"), now);
+        h.add(a("127.0.0.1:3"), true, false, now);
+        let mut left: Vec<_> = h.entries().into_iter().map(|e| e.addr).collect();
+        left.sort();
+        assert_eq!(left, vec![a("127.0.0.1:2"), a("127.0.0.1:3")]);
+    }
+
+    #[test]
     fn failures_back_off_and_pinned_hosts_come_first_and_stay() {
         let mut h = HostCache::new(8, true);
         let now = Instant::now();
@@ -227,12 +256,11 @@ mod tests {
             h.failed(&a("127.0.0.1:2"), now);
             h.failed(&a("127.0.0.1:1"), now);
         }
+        assert_eq!(h.len(), 2, "failing hosts stay");
         assert_eq!(
-            h.len(),
-            1,
-            "the unpinned failing host is gone, the pinned one stays"
+            h.candidates(now + MAX_BACKOFF),
+            vec![a("127.0.0.1:2"), a("127.0.0.1:1")]
         );
-        assert!(h.candidates(now + MAX_BACKOFF).contains(&a("127.0.0.1:2")));
     }
 
     #[test]

@@ -54,6 +54,14 @@ const PONGS_PER_PING: usize = 10;
 const USER_CLOSE_HOLD: Duration = Duration::from_secs(30 * 60);
 /// A dial the shell never reported on is forgotten after this.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// With no ultrapeer link and nobody left to dial, every known host is tried again at once,
+/// then after this, doubling up to [`STARVING_MAX_WAIT`]: slots free up on full ultrapeers
+/// and dead ones come back, but nobody is hammered.
+pub const STARVING_FIRST_WAIT: Duration = Duration::from_secs(2);
+pub const STARVING_MAX_WAIT: Duration = Duration::from_secs(60);
+/// Bootstrap services are asked at most this often (gtk-gnutella waits 180 s per UDP host
+/// cache; the shell rotates through several).
+pub const BOOTSTRAP_EVERY: Duration = Duration::from_secs(60);
 
 /// How the node behaves; defaults follow PROTOCOL.md §4–§5 and gtk-gnutella.
 #[derive(Debug, Clone)]
@@ -103,6 +111,8 @@ pub struct Config {
     /// fixed the role.
     pub auto_role: bool,
     pub thresholds: Thresholds,
+    /// The shell has bootstrap services to ask for hosts ([`Action::Bootstrap`]).
+    pub bootstrap: bool,
 }
 
 impl Config {
@@ -132,6 +142,7 @@ impl Config {
             up_qrp_interval: upqrp::UP_QRP_INTERVAL,
             auto_role: false,
             thresholds: Thresholds::default(),
+            bootstrap: false,
         }
     }
 }
@@ -217,6 +228,8 @@ pub enum Action {
         role: Role,
         reason: String,
     },
+    /// Ask the bootstrap services for hosts: we have no ultrapeer and nobody left to dial.
+    Bootstrap,
 }
 
 /// Counters a person can read in `servent status` and the logs.
@@ -317,6 +330,19 @@ pub struct Overlay {
     dqs: dq::Dqs,
     /// Our recent searches and the results kept for each, for a leaf's BEAR/12.
     own: lru::LruCache<Guid, OwnSearch>,
+    /// Set while we have no ultrapeer link and have run out of hosts to dial.
+    starving: Option<Starving>,
+    last_bootstrap: Option<Instant>,
+}
+
+/// Rounds of asking every source again while no ultrapeer is linked.
+#[derive(Debug, Clone, Copy)]
+struct Starving {
+    since: Instant,
+    rounds: u32,
+    next_round: Instant,
+    /// The wait after the next round.
+    wait: Duration,
 }
 
 /// Our searches remembered for query status (gtk-gnutella keeps as many as the user opens).
@@ -367,6 +393,8 @@ impl Overlay {
             reputation,
             dqs: dq::Dqs::new(cfg.max_dqs),
             own: lru::LruCache::new(std::num::NonZeroUsize::new(OWN_SEARCHES).expect("> 0")),
+            starving: None,
+            last_bootstrap: None,
             cfg,
         }
     }
@@ -1207,19 +1235,83 @@ impl Overlay {
     fn dial_more(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.dialing
             .retain(|_, at| now.saturating_duration_since(*at) < DIAL_TIMEOUT);
-        let have = self.connection_count(Role::Ultrapeer) + self.dialing.len();
+        let ups = self.connection_count(Role::Ultrapeer);
+        if ups > 0
+            && let Some(s) = self.starving.take()
+        {
+            info!(
+                "linked to an ultrapeer again after {} s without one ({} retry rounds)",
+                now.saturating_duration_since(s.since).as_secs(),
+                s.rounds
+            );
+        }
+        let have = ups + self.dialing.len();
         let want = self.cfg.want_ultrapeers.min(self.cfg.max_ultrapeers);
         if have >= want {
             return;
         }
+        let mut picks = self.picks(now, want - have);
+        if picks.is_empty() && have == 0 && self.starvation_round(now, out) {
+            picks = self.picks(now, want);
+        }
+        for a in picks {
+            debug!("dialling {a}");
+            self.dialing.insert(a, now);
+            out.push(Action::Dial(a));
+        }
+    }
+
+    /// No ultrapeer, nothing being dialled and nobody left to dial: when a round is due,
+    /// every host we know (those that failed, those `X-Try-Ultrapeers` named) may be dialled
+    /// again, and the bootstrap services are asked, at most once a minute. The first round
+    /// is at once, since the hosts may have been backing off for many minutes (a leaf whose
+    /// only ultrapeer died stayed alone while full ultrapeers made room). True when a round
+    /// ran.
+    fn starvation_round(&mut self, now: Instant, out: &mut Vec<Action>) -> bool {
+        let s = self.starving.get_or_insert(Starving {
+            since: now,
+            rounds: 0,
+            next_round: now,
+            wait: STARVING_FIRST_WAIT,
+        });
+        if now < s.next_round {
+            return false;
+        }
+        s.rounds += 1;
+        s.next_round = now + s.wait;
+        let (rounds, wait) = (s.rounds, s.wait);
+        s.wait = (s.wait * 2).min(STARVING_MAX_WAIT);
+        let known = self.hosts.retry_all(now);
+        let ask = self.cfg.bootstrap
+            && self
+                .last_bootstrap
+                .is_none_or(|t| now.saturating_duration_since(t) >= BOOTSTRAP_EVERY);
+        if ask {
+            self.last_bootstrap = Some(now);
+            out.push(Action::Bootstrap);
+        }
+        info!(
+            "no ultrapeer link and nobody left to dial (round {rounds}): retrying the {known} \
+             known hosts{}; next round in {} s",
+            if ask {
+                " and asking the bootstrap services"
+            } else {
+                ""
+            },
+            wait.as_secs()
+        );
+        true
+    }
+
+    /// Up to `n` hosts to dial now: not linked, not being dialled, not ourselves.
+    fn picks(&self, now: Instant, n: usize) -> Vec<SocketAddrV4> {
         let linked: HashSet<SocketAddrV4> = self
             .conns
             .values()
             .flat_map(|c| [Some(c.info.addr), c.info.listen])
             .flatten()
             .collect();
-        let picks: Vec<SocketAddrV4> = self
-            .hosts
+        self.hosts
             .candidates(now)
             .into_iter()
             .filter(|a| {
@@ -1227,13 +1319,8 @@ impl Overlay {
                     && !self.dialing.contains_key(a)
                     && Some(*a) != self.cfg.advertise
             })
-            .take(want - have)
-            .collect();
-        for a in picks {
-            debug!("dialling {a}");
-            self.dialing.insert(a, now);
-            out.push(Action::Dial(a));
-        }
+            .take(n)
+            .collect()
     }
 
     /// Starts a search of our own: the query goes to every ultrapeer link with hops 0 (with

@@ -612,3 +612,131 @@ fn a_pong_names_an_ultrapeer_only_when_it_proves_it() {
     feed(&mut o, 2, &pong_with_up(0, 7004, [0, 0, 0]), now);
     assert_eq!(is_up(&o, 7004), Some(false));
 }
+
+fn dials(out: &[Action]) -> Vec<SocketAddrV4> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Dial(a) => Some(*a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fail(o: &mut Overlay, addr: SocketAddrV4, try_hosts: Vec<SocketAddrV4>, now: Instant) {
+    o.handle(Event::DialFailed { addr, try_hosts }, now, &mut Vec::new());
+}
+
+/// A leaf linked to one ultrapeer (id 1, port 1001) whose two other ultrapeers refused it as
+/// full, long ago: their back-offs are long.
+fn leaf_with_full_ultrapeers(bootstrap: bool, now: Instant) -> (Overlay, [SocketAddrV4; 2]) {
+    let mut cfg = Config::new(Role::Leaf, ServentId([0xAB; 16]));
+    cfg.accept_private = true;
+    cfg.bootstrap = bootstrap;
+    let mut o = Overlay::new(cfg, now);
+    testkit::connect(&mut o, 1, info(1001, Role::Ultrapeer), now);
+    let full: [SocketAddrV4; 2] = [
+        "127.0.0.1:2001".parse().unwrap(),
+        "127.0.0.1:2002".parse().unwrap(),
+    ];
+    // The first one refused us and named the second in X-Try-Ultrapeers.
+    o.handle(
+        Event::Hosts {
+            addrs: vec![full[0]],
+            ultrapeer: true,
+            pinned: false,
+        },
+        now,
+        &mut Vec::new(),
+    );
+    assert_eq!(dials(&tick(&mut o, now)), vec![full[0]]);
+    fail(&mut o, full[0], vec![full[1]], now);
+    assert_eq!(dials(&tick(&mut o, now)), vec![full[1]]);
+    fail(&mut o, full[1], vec![], now);
+    // Refused again and again over ten minutes: the back-offs are at 4 minutes now.
+    let mut t = now;
+    for _ in 0..4 {
+        t += Duration::from_secs(200);
+        for a in dials(&tick(&mut o, t)) {
+            fail(&mut o, a, vec![], t);
+        }
+    }
+    (o, full)
+}
+
+#[test]
+fn a_leaf_left_without_an_ultrapeer_tries_every_known_host_again_at_once() {
+    let now = now0();
+    let (mut o, full) = leaf_with_full_ultrapeers(false, now);
+    let t = now + Duration::from_secs(801);
+    assert!(dials(&tick(&mut o, t)).is_empty(), "still backing off");
+    // Its ultrapeer dies; it may be back at once, so it is dialled first.
+    o.handle(Event::Closed { id: 1 }, t, &mut Vec::new());
+    let dead: SocketAddrV4 = "127.0.0.1:1001".parse().unwrap();
+    assert_eq!(dials(&tick(&mut o, t)), vec![dead]);
+    fail(&mut o, dead, vec![], t);
+    // Nobody left: every known host, at once, without waiting out their back-offs.
+    let round = tick(&mut o, t);
+    let mut got = dials(&round);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![dead, full[0], full[1]],
+        "every known host, at once"
+    );
+    assert!(!round.contains(&Action::Bootstrap), "no services to ask");
+    // One of them has room now.
+    testkit::connect(&mut o, 2, info(2001, Role::Ultrapeer), t);
+    fail(&mut o, dead, vec![], t);
+    fail(&mut o, full[1], vec![], t);
+    assert!(dials(&tick(&mut o, t + Duration::from_secs(5))).is_empty());
+    assert_eq!(o.connection_count(Role::Ultrapeer), 1);
+}
+
+#[test]
+fn a_leaf_with_nobody_to_dial_retries_at_growing_intervals_and_asks_the_bootstrap_services() {
+    let now = now0();
+    let (mut o, _) = leaf_with_full_ultrapeers(true, now);
+    let t0 = now + Duration::from_secs(801);
+    o.handle(Event::Closed { id: 1 }, t0, &mut Vec::new());
+    for a in dials(&tick(&mut o, t0)) {
+        fail(&mut o, a, vec![], t0);
+    }
+    // Every host stays down or full: the rounds come at once, then after 2 s, 4 s, 8 s, …
+    // up to a minute; the bootstrap services are asked at most once a minute.
+    let mut rounds = Vec::new();
+    let mut asked = Vec::new();
+    let mut t = t0;
+    while t < t0 + Duration::from_secs(300) {
+        let out = tick(&mut o, t);
+        if out.contains(&Action::Bootstrap) {
+            asked.push(t.duration_since(t0).as_secs());
+        }
+        let d = dials(&out);
+        if !d.is_empty() {
+            rounds.push(t.duration_since(t0).as_secs());
+        }
+        for a in d {
+            fail(&mut o, a, vec![], t);
+        }
+        t += Duration::from_secs(1);
+    }
+    assert_eq!(rounds, vec![0, 2, 6, 14, 30, 62, 122, 182, 242]);
+    assert_eq!(asked, vec![0, 62, 122, 182, 242]);
+    // Once linked, the rounds stop and start over from the shortest wait when alone again.
+    testkit::connect(&mut o, 2, info(2001, Role::Ultrapeer), t);
+    tick(&mut o, t);
+    o.handle(Event::Closed { id: 2 }, t, &mut Vec::new());
+    let back: SocketAddrV4 = "127.0.0.1:2001".parse().unwrap();
+    assert_eq!(dials(&tick(&mut o, t)), vec![back]);
+    fail(&mut o, back, vec![], t);
+    assert_eq!(dials(&tick(&mut o, t)).len(), 3, "a round at once");
+}
+
+#[test]
+fn a_leaf_that_still_has_an_ultrapeer_keeps_its_back_offs() {
+    let now = now0();
+    let (mut o, _) = leaf_with_full_ultrapeers(true, now);
+    let out = tick(&mut o, now + Duration::from_secs(801));
+    assert!(dials(&out).is_empty());
+    assert!(!out.contains(&Action::Bootstrap));
+}

@@ -223,7 +223,7 @@ impl Sim {
                     self.nodes[n].handle(Event::Closed { id }, self.now, &mut out);
                     self.apply(n, out);
                 }
-                Action::Dial(_) | Action::RoleChanged { .. } => {}
+                Action::Dial(_) | Action::RoleChanged { .. } | Action::Bootstrap => {}
                 Action::Deliver(Delivery::Query { from, msg }) => {
                     let mut muid = [0u8; 16];
                     muid.copy_from_slice(&msg[..16]);
