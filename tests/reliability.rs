@@ -128,12 +128,24 @@ fn free_port() -> u16 {
 
 /// One request to the API with the token; status and body.
 fn api(port: u16, token: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    api_with(port, token, method, path, "")
+}
+
+/// One request to the API with the token and a JSON body; status and body.
+fn api_with(
+    port: u16,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -463,4 +475,409 @@ async fn a_download_waits_for_its_only_source_to_come_back_and_completes() {
         .expect("the download completed");
     assert!((at_kill as usize) < data.len(), "killed before the end");
     assert_eq!(std::fs::read(&path).unwrap(), data);
+}
+
+/// One servent process of the churn test, its ports learnt from its log.
+struct Proc {
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+    data: std::path::PathBuf,
+    listen: u16,
+    api: u16,
+    token: String,
+}
+
+impl Proc {
+    /// `servent run` on OS-chosen ports with its own data dir under `root`, logging to a file.
+    fn spawn(root: &std::path::Path, name: &str, args: &[String]) -> Proc {
+        let data = root.join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let log = root.join(format!("{name}.log"));
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_servent"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SERVENT_") {
+                c.env_remove(k);
+            }
+        }
+        let child = c
+            .args(["run", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--no-bootstrap", "--allow-private"])
+            .args(args)
+            .env("RUST_LOG", "servent=info")
+            .env("XDG_CONFIG_HOME", root)
+            .env("HOME", root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc {
+            child: Some(child),
+            log,
+            data,
+            listen: 0,
+            api: 0,
+            token: String::new(),
+        }
+    }
+
+    /// Reads the ports the process logged and its API token; false until all are there.
+    fn ready(&mut self) -> bool {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let port_after = |marker: &str| -> Option<u16> {
+            let at = text.find(marker)? + marker.len();
+            let digits: String = text[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        };
+        if let (Some(l), Some(a)) = (
+            port_after("listening on 127.0.0.1:"),
+            port_after("local API on 127.0.0.1:"),
+        ) {
+            self.listen = l;
+            self.api = a;
+        }
+        if let Ok(t) = std::fs::read_to_string(self.data.join("api-token")) {
+            self.token = t.trim().to_string();
+        }
+        self.listen != 0 && self.api != 0 && !self.token.is_empty()
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.listen)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let (code, body) = api(self.api, &self.token, "GET", path).ok()?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// Ultrapeer links, as the API lists them.
+    fn ultrapeer_links(&self) -> Option<usize> {
+        self.ultrapeer_links_but("")
+    }
+
+    /// Ultrapeer links to others than `dead`.
+    fn ultrapeer_links_but(&self, dead: &str) -> Option<usize> {
+        let v = self.get("/api/connections")?;
+        Some(
+            v.as_array()?
+                .iter()
+                .filter(|c| c["role"] == "ultrapeer" && c["peer"] != dead)
+                .count(),
+        )
+    }
+
+    /// Searches for `words` through the API and waits up to `wait` for a file named `name`.
+    fn finds(&self, words: &str, name: &str, wait: Duration) -> bool {
+        let body = format!(r#"{{"query":"{words}"}}"#);
+        let Ok((201, created)) = api_with(self.api, &self.token, "POST", "/api/searches", &body)
+        else {
+            return false;
+        };
+        let Some(id) = serde_json::from_str::<serde_json::Value>(&created)
+            .ok()
+            .and_then(|v| v["id"].as_u64())
+        else {
+            return false;
+        };
+        let end = Instant::now() + wait;
+        let mut found = false;
+        while !found && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(200));
+            found = self.get(&format!("/api/searches/{id}")).is_some_and(|v| {
+                v["results"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|r| r["name"] == name))
+            });
+        }
+        let _ = api(
+            self.api,
+            &self.token,
+            "DELETE",
+            &format!("/api/searches/{id}"),
+        );
+        found
+    }
+}
+
+/// Kills every process of the churn test however it ends.
+struct Procs(Vec<Proc>);
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            p.kill();
+        }
+    }
+}
+
+/// Waits until `ok` holds for every process in `which`, or `deadline`; the ones that never did.
+fn wait_all(
+    procs: &mut [Proc],
+    which: &[usize],
+    deadline: Instant,
+    mut ok: impl FnMut(&mut Proc) -> bool,
+) -> Vec<usize> {
+    let mut left: Vec<usize> = which.to_vec();
+    loop {
+        left.retain(|&i| !ok(&mut procs[i]));
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `(searcher, target)` pairs searched in parallel; how many found their file.
+fn search_round(procs: &[Proc], pairs: &[(usize, usize)], names: &[Option<String>]) -> usize {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pairs
+            .iter()
+            .map(|&(from, to)| {
+                let name = names[to].clone().expect("a sharer");
+                let words = name.trim_end_matches(".ogg").to_string();
+                let p = &procs[from];
+                s.spawn(move || p.finds(&words, &name, Duration::from_secs(8)))
+            })
+            .collect();
+        let found: Vec<bool> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(false))
+            .collect();
+        let missed: Vec<_> = pairs
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| !**f)
+            .map(|(p, _)| p)
+            .collect();
+        if !missed.is_empty() {
+            eprintln!("not found (searcher, sharer): {missed:?}");
+        }
+        found.iter().filter(|f| **f).count()
+    })
+}
+
+/// Leaf links of an ultrapeer, as its API lists them.
+fn leaf_links(p: &Proc) -> Option<usize> {
+    let v = p.get("/api/connections")?;
+    Some(v.as_array()?.iter().filter(|c| c["role"] == "leaf").count())
+}
+
+/// The case seen in issue 16: three ultrapeers, two of them full of leaves; leaves that know
+/// only the third are its leaves alone for 50 s, refused by the full ones and backing off.
+/// Then the third dies with 30 % of the leaves: every surviving leaf links again within 30 s
+/// and searches find what they found before. Before the fix, the lone leaves sat at no link
+/// until their back-offs ran out (another minute), and after six refusals forgot the full
+/// ultrapeers for good. Thirty processes of the binary on 127.0.0.1.
+#[test]
+fn leaves_whose_ultrapeer_dies_link_again_and_searches_still_find_files() {
+    let started = Instant::now();
+    let root = temp_dir("rel-churn");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut procs = Procs(Vec::new());
+    let up_args = |max_leaves: usize, peers: &[String]| -> Vec<String> {
+        let mut a: Vec<String> = vec!["--role".into(), "ultrapeer".into()];
+        a.extend(["--max-leaves".into(), max_leaves.to_string()]);
+        for p in peers {
+            a.extend(["--peer".to_string(), p.clone()]);
+        }
+        a
+    };
+    // 27 leaves: 0-5 know only A at first, 6-16 only B, 17-26 only C. Each wants three
+    // ultrapeers. B and C have room for the 21 leaves of B and C (each links to both), A for
+    // everyone. Every other leaf shares a file of its own.
+    const LEAVES: usize = 27;
+    let group = |i: usize| match i {
+        0..=5 => 0,
+        6..=16 => 1,
+        _ => 2,
+    };
+    let boot = Instant::now() + Duration::from_secs(20);
+    procs.0.push(Proc::spawn(&root, "up-a", &up_args(30, &[])));
+    assert!(
+        wait_all(&mut procs.0, &[0], boot, Proc::ready).is_empty(),
+        "A did not start"
+    );
+    let a = procs.0[0].addr();
+    procs.0.push(Proc::spawn(
+        &root,
+        "up-b",
+        &up_args(21, std::slice::from_ref(&a)),
+    ));
+    assert!(
+        wait_all(&mut procs.0, &[1], boot, Proc::ready).is_empty(),
+        "B did not start"
+    );
+    let b = procs.0[1].addr();
+    procs.0.push(Proc::spawn(
+        &root,
+        "up-c",
+        &up_args(21, &[a.clone(), b.clone()]),
+    ));
+    let stuck = wait_all(&mut procs.0, &[0, 1, 2], boot, |p| {
+        p.ready() && p.ultrapeer_links().is_some_and(|n| n >= 2)
+    });
+    assert!(stuck.is_empty(), "ultrapeers {stuck:?} did not mesh");
+    let c = procs.0[2].addr();
+    let nonce = std::process::id();
+    let mut names: Vec<Option<String>> = Vec::new();
+    let mut leaf_args = Vec::new();
+    for i in 0..LEAVES {
+        let share = root.join(format!("share-{i}"));
+        std::fs::create_dir_all(&share).unwrap();
+        let name = (i % 2 == 0).then(|| format!("churn{nonce}x{i}.ogg"));
+        if let Some(n) = &name {
+            std::fs::write(share.join(n), servent::cli::demo::sample(i as u64, 4096)).unwrap();
+        }
+        names.push(name);
+        let peer = [&a, &b, &c][group(i)];
+        leaf_args.push(vec![
+            "--role".to_string(),
+            "leaf".into(),
+            "--peer".into(),
+            peer.clone(),
+            "--share".into(),
+            share.display().to_string(),
+        ]);
+    }
+    // The leaves of B and C first, until both are full. `slots[i]`: leaf i's place in `procs`.
+    let mut slots = vec![0; LEAVES];
+    let spawn_leaf = |procs: &mut Procs, slots: &mut Vec<usize>, i: usize| {
+        slots[i] = procs.0.len();
+        procs
+            .0
+            .push(Proc::spawn(&root, &format!("leaf-{i}"), &leaf_args[i]));
+    };
+    for i in (0..LEAVES).filter(|&i| group(i) != 0) {
+        spawn_leaf(&mut procs, &mut slots, i);
+    }
+    let others: Vec<usize> = (0..LEAVES)
+        .filter(|&i| group(i) != 0)
+        .map(|i| slots[i])
+        .collect();
+    let boot = Instant::now() + Duration::from_secs(30);
+    let stuck = wait_all(&mut procs.0, &others, boot, Proc::ready);
+    assert!(stuck.is_empty(), "leaves {stuck:?} did not start");
+    let stuck = wait_all(&mut procs.0, &[1, 2], boot, |p| {
+        leaf_links(p).is_some_and(|n| n >= 21)
+    });
+    assert!(stuck.is_empty(), "ultrapeers {stuck:?} never filled up");
+    // Then A's own leaves: A takes them, B and C refuse them.
+    let lone_started = Instant::now();
+    for i in (0..LEAVES).filter(|&i| group(i) == 0) {
+        spawn_leaf(&mut procs, &mut slots, i);
+    }
+    let lone: Vec<usize> = (0..LEAVES)
+        .filter(|&i| group(i) == 0)
+        .map(|i| slots[i])
+        .collect();
+    let stuck = wait_all(
+        &mut procs.0,
+        &lone,
+        lone_started + Duration::from_secs(20),
+        |p| p.ready() && p.ultrapeer_links().is_some_and(|n| n >= 1),
+    );
+    assert!(stuck.is_empty(), "leaves {stuck:?} never linked");
+    eprintln!("30 processes up and linked in {:?}", started.elapsed());
+    // The shared file of each process, by its place in `procs`.
+    let mut names_by_proc = vec![None; procs.0.len()];
+    for i in 0..LEAVES {
+        names_by_proc[slots[i]] = names[i].clone();
+    }
+    let names = names_by_proc;
+    // Kill A and 8 leaves (30 %): three of A's alone, five that held slots on B and C. The
+    // survivors each search for two files of surviving sharers, before and after.
+    let killed: Vec<usize> = [1, 3, 5, 7, 9, 17, 19, 21].map(|i| slots[i]).to_vec();
+    let survivors: Vec<usize> = slots
+        .iter()
+        .copied()
+        .filter(|i| !killed.contains(i))
+        .collect();
+    let sharers: Vec<usize> = survivors
+        .iter()
+        .copied()
+        .filter(|&i| names[i].is_some())
+        .collect();
+    let pairs: Vec<(usize, usize)> = survivors
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &s)| {
+            let others: Vec<usize> = sharers.iter().copied().filter(|&t| t != s).collect();
+            [
+                (s, others[k % others.len()]),
+                (s, others[(k + 5) % others.len()]),
+            ]
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = search_round(&procs.0, &pairs, &names);
+    eprintln!("before: {before}/{} searches found their file", pairs.len());
+    assert!(
+        before * 10 >= pairs.len() * 9,
+        "searches fail before any churn"
+    );
+    // A's lone leaves have been refused by B and C for long enough that their back-offs
+    // outlast the deadline below (15 s, then 30 s, then 60 s).
+    for &i in &lone {
+        assert_eq!(
+            procs.0[i].ultrapeer_links(),
+            Some(1),
+            "a leaf of A is not A's alone: the case is not set up"
+        );
+    }
+    std::thread::sleep(
+        (lone_started + Duration::from_secs(50)).saturating_duration_since(Instant::now()),
+    );
+    procs.0[0].kill();
+    for &k in &killed {
+        procs.0[k].kill();
+    }
+    let t_kill = Instant::now();
+    let stuck = wait_all(
+        &mut procs.0,
+        &survivors,
+        t_kill + Duration::from_secs(30),
+        |p| p.ultrapeer_links_but(&a).is_some_and(|n| n >= 1),
+    );
+    let tails: Vec<String> = stuck
+        .iter()
+        .map(|&i| {
+            let log = std::fs::read_to_string(&procs.0[i].log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let leaf = slots.iter().position(|&s| s == i).unwrap_or(usize::MAX);
+            format!(
+                "leaf {leaf}:\n{}",
+                lines[lines.len().saturating_sub(6)..].join("\n")
+            )
+        })
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "{} leaves still have no ultrapeer 30 s after the churn\n{}",
+        stuck.len(),
+        tails.join("\n")
+    );
+    eprintln!(
+        "every surviving leaf linked again {:?} after the kill",
+        t_kill.elapsed()
+    );
+    let after = search_round(&procs.0, &pairs, &names);
+    eprintln!("after: {after}/{} searches found their file", pairs.len());
+    assert!(
+        after * 100 >= before * 95,
+        "search success fell from {before} to {after}"
+    );
+    eprintln!("churn test took {:?}", started.elapsed());
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&root);
 }
