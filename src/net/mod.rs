@@ -520,7 +520,7 @@ fn observe(inner: &Arc<Inner>, o: overlay::Observation) {
 }
 
 fn save_hosts(inner: &Inner) {
-    let entries = lock(&inner.core).hosts().entries();
+    let entries = lock(&inner.core).hosts().to_save();
     if let Err(e) = store::save_hosts(&inner.data_dir, &entries) {
         warn!("could not save the host cache: {e}");
     }

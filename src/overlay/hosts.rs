@@ -10,6 +10,10 @@ pub const HOST_CAPACITY: usize = 4096;
 /// First retry delay after a failed dial; doubles per failure up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_secs(15);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// Failures after which an unpinned host is not saved for the next run. Within a run it stays
+/// (a node left with no ultrapeer tries it again), but failure counts are not saved, so a
+/// saved dead host would come back as good as new.
+pub const UNSAVED_AFTER_FAILURES: u32 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostEntry {
@@ -180,6 +184,16 @@ impl HostCache {
         self.hosts.values().map(|s| s.entry.clone()).collect()
     }
 
+    /// The hosts worth saving for the next run: pinned ones and those that have not kept
+    /// failing.
+    pub fn to_save(&self) -> Vec<HostEntry> {
+        self.hosts
+            .values()
+            .filter(|s| s.entry.pinned || s.entry.failures < UNSAVED_AFTER_FAILURES)
+            .map(|s| s.entry.clone())
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.hosts.len()
     }
@@ -224,6 +238,16 @@ mod tests {
         assert_eq!(h.candidates(now + MAX_BACKOFF), vec![a("127.0.0.1:1")]);
         assert_eq!(h.retry_all(now), 1);
         assert_eq!(h.candidates(now), vec![a("127.0.0.1:1")]);
+        assert!(h.to_save().is_empty(), "but not saved for the next run");
+        h.add(a("127.0.0.1:2"), true, true, now);
+        h.add(a("127.0.0.1:3"), true, false, now);
+        for _ in 0..UNSAVED_AFTER_FAILURES {
+            h.failed(&a("127.0.0.1:2"), now);
+        }
+        h.failed(&a("127.0.0.1:3"), now);
+        let mut saved: Vec<_> = h.to_save().into_iter().map(|e| e.addr).collect();
+        saved.sort();
+        assert_eq!(saved, vec![a("127.0.0.1:2"), a("127.0.0.1:3")]);
     }
 
     #[test]
