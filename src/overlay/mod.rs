@@ -1240,7 +1240,7 @@ impl Overlay {
             && let Some(s) = self.starving.take()
         {
             info!(
-                "linked to an ultrapeer again after {} s without one ({} retry rounds)",
+                "linked to an ultrapeer again, {} s after running out of hosts ({} retry rounds)",
                 now.saturating_duration_since(s.since).as_secs(),
                 s.rounds
             );
@@ -1277,7 +1277,7 @@ impl Overlay {
         if now < s.next_round {
             return false;
         }
-        s.rounds += 1;
+        s.rounds = s.rounds.saturating_add(1);
         s.next_round = now + s.wait;
         let (rounds, wait) = (s.rounds, s.wait);
         s.wait = (s.wait * 2).min(STARVING_MAX_WAIT);
