@@ -31,6 +31,8 @@ struct Slot {
     entry: HostEntry,
     seen: Instant,
     next_try: Instant,
+    /// The user disconnected it: not dialled before this, whatever ends back-offs.
+    held: Option<Instant>,
 }
 
 pub struct HostCache {
@@ -75,6 +77,7 @@ impl HostCache {
                 // after their own disconnect and any back-off.
                 s.entry.failures = 0;
                 s.next_try = now;
+                s.held = None;
             }
             return true;
         }
@@ -95,6 +98,7 @@ impl HostCache {
                 },
                 seen: now,
                 next_try: now,
+                held: None,
             },
         );
         true
@@ -127,12 +131,22 @@ impl HostCache {
 
     /// Every back-off ends now (failure counts stay, so the hosts that failed least come
     /// first): our role changed and hosts that refused the old one may take the new one, or
-    /// we have no ultrapeer left and nobody else to dial. Returns how many hosts there are.
+    /// we have no ultrapeer left and nobody else to dial. A host the user disconnected stays
+    /// held. Returns how many hosts may be dialled now.
     pub fn retry_all(&mut self, now: Instant) -> usize {
+        let mut free = 0;
         for s in self.hosts.values_mut() {
-            s.next_try = s.next_try.min(now);
+            match s.held {
+                // The user's own disconnect is not undone by a retry round.
+                Some(until) if until > now => {}
+                _ => {
+                    s.held = None;
+                    s.next_try = s.next_try.min(now);
+                    free += 1;
+                }
+            }
         }
-        self.hosts.len()
+        free
     }
 
     /// The user closed our link to this host: it is no longer kept, and not dialled again
@@ -141,6 +155,7 @@ impl HostCache {
         if let Some(s) = self.hosts.get_mut(addr) {
             s.entry.pinned = false;
             s.next_try = s.next_try.max(until);
+            s.held = Some(until);
         }
     }
 
@@ -248,6 +263,23 @@ mod tests {
         let mut saved: Vec<_> = h.to_save().into_iter().map(|e| e.addr).collect();
         saved.sort();
         assert_eq!(saved, vec![a("127.0.0.1:2"), a("127.0.0.1:3")]);
+    }
+
+    #[test]
+    fn a_users_disconnect_holds_through_retry_rounds_until_they_connect_again() {
+        let mut h = HostCache::new(8, true);
+        let now = Instant::now();
+        h.add(a("127.0.0.1:1"), true, true, now);
+        h.add(a("127.0.0.1:2"), true, false, now);
+        h.set_aside(&a("127.0.0.1:1"), now + Duration::from_secs(1800));
+        assert_eq!(h.retry_all(now), 1, "only the host not held");
+        assert_eq!(h.candidates(now), vec![a("127.0.0.1:2")]);
+        h.add(a("127.0.0.1:1"), true, true, now);
+        assert_eq!(
+            h.candidates(now).len(),
+            2,
+            "the user's connect ends the hold"
+        );
     }
 
     #[test]
