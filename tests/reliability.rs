@@ -204,9 +204,11 @@ async fn with_few_file_descriptors_a_connection_flood_leaves_the_shares_and_the_
     );
     let token_file = data.join("api-token");
     let mut token = String::new();
-    for _ in 0..100 {
+    // The API answers at once; the shares are hashed behind it.
+    for _ in 0..200 {
         if let Ok(t) = std::fs::read_to_string(&token_file)
-            && api(api_port, t.trim(), "GET", "/api/shares").is_ok_and(|(c, _)| c == 200)
+            && api(api_port, t.trim(), "GET", "/api/shares")
+                .is_ok_and(|(c, b)| c == 200 && !b.contains("\"hashing\""))
         {
             token = t.trim().to_string();
             break;
