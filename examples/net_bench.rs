@@ -22,7 +22,9 @@
 //!    allocator) of the node after each step; the slope is a least-squares fit. "idle" links
 //!    handshook and sent one ping (the node answers with a pong); "warm" links have each
 //!    carried ≥ 32 KiB both ways (TTL-1 queries in, forwarded queries out), so zlib windows and
-//!    buffers are as touched as on a busy link.
+//!    buffers are as touched as on a busy link. "leaf" links handshake as leaves, ping, and
+//!    send a full 2^16-slot QRP table (RESET + zlib PATCH sequence, as servent's leaves encode
+//!    it, [`LEAF_TABLE_SET`] slots present); the node is measured once every table is live.
 //! 3. Latency: one peer asks (query TTL 2), another answers every query at once with a hit;
 //!    time from the write of the query to the read of the hit, one in flight.
 
@@ -41,6 +43,7 @@ use servent::handshake::driver;
 use servent::handshake::{LocalInfo, Role};
 use servent::net::{Node, NodeConfig};
 use servent::overlay::Rng;
+use servent::wire::qrp::{QrpTable, encode_table};
 use servent::wire::vendor::selector;
 use servent::wire::{
     Descriptor, FileIndex, Guid, Hops, Payload, Query, QueryFlags, QueryHit, Results,
@@ -273,12 +276,16 @@ struct Peer {
 
 impl Peer {
     fn connect(addr: SocketAddrV4, compress: bool) -> std::io::Result<Peer> {
-        let mut stream = TcpStream::connect(addr)?;
+        Self::connect_as(addr, compress, Role::Ultrapeer)
+    }
+
+    fn connect_as(addr: SocketAddrV4, compress: bool, role: Role) -> std::io::Result<Peer> {
+        let mut stream = connect_from_own_address(addr)?;
         stream.set_nodelay(true)?;
         let guid = ServentId::random();
         let local = LocalInfo {
             user_agent: "net-bench/1".into(),
-            role: Role::Ultrapeer,
+            role,
             guid,
             listen: None,
             compress,
@@ -400,6 +407,19 @@ impl Peer {
     }
 }
 
+/// Connects from an address of 127.0.0.0/8 no other bench peer used: the node admits at most
+/// `MAX_OPEN_PER_IP` links per address, and real peers each have their own.
+fn connect_from_own_address(to: SocketAddrV4) -> std::io::Result<TcpStream> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // 127.1.0.1 onward, skipping .0 and .255 in the last byte.
+    let ip = std::net::Ipv4Addr::new(127, 1, (n / 254) as u8, (n % 254) as u8 + 1);
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddrV4::new(ip, 0).into())?;
+    s.connect(&to.into())?;
+    Ok(s.into())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The node process.
 
@@ -412,6 +432,7 @@ fn node_main(args: &[String]) {
     cfg.role = Role::Ultrapeer;
     cfg.compress = compress;
     cfg.max_ultrapeers = 256;
+    cfg.max_leaves = 256;
     cfg.want_ultrapeers = Some(0);
     cfg.accept_private = true;
     let node = async_std::task::block_on(Node::start(cfg)).expect("node starts");
@@ -472,7 +493,14 @@ fn node_main(args: &[String]) {
             for n in MEM_STEPS {
                 say(&mut to, &format!("open {n}"));
                 expect("opened");
-                wait_until(|| node.connections().len() >= n, Duration::from_secs(10));
+                // Leaves count once their table is live: the node then holds all it keeps.
+                let ready = |c: &servent::overlay::ConnSummary| {
+                    c.role != Role::Leaf || c.qrp_slots_set.is_some()
+                };
+                wait_until(
+                    || node.connections().iter().filter(|c| ready(c)).count() >= n,
+                    Duration::from_secs(10),
+                );
                 // Let writers drain and the links settle.
                 std::thread::sleep(Duration::from_millis(300));
                 let links = node.connections().len();
@@ -551,8 +579,8 @@ fn peers_main(args: &[String]) {
             peers_latency(addr, compress, n, &mut wait_for);
         }
         "mem" => {
-            let warm = rest[0] == "1";
-            peers_memory(addr, compress, warm, &mut wait_for);
+            let kind = MemKind::parse(&rest[0]);
+            peers_memory(addr, compress, kind, &mut wait_for);
         }
         _ => panic!("unknown experiment {exp}"),
     }
@@ -831,13 +859,68 @@ fn drain(mut p: Peer, stop: Arc<AtomicBool>) {
     }
 }
 
+/// What the links of a memory run do (see the top of the file).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MemKind {
+    Idle,
+    Warm,
+    Leaf,
+}
+
+impl MemKind {
+    fn arg(self) -> &'static str {
+        match self {
+            MemKind::Idle => "idle",
+            MemKind::Warm => "warm",
+            MemKind::Leaf => "leaf",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "warm" => MemKind::Warm,
+            "leaf" => MemKind::Leaf,
+            _ => MemKind::Idle,
+        }
+    }
+}
+
+/// Slots present in each bench leaf's 2^16-slot table: about what a leaf sharing a few hundred
+/// files announces (2 % fill; gtk-gnutella aims at no more than 1 % on its own tables).
+const LEAF_TABLE_SET: usize = 1300;
+
+/// RESET + PATCH descriptors for a leaf table of [`LEAF_TABLE_SET`] random slots, encoded as
+/// servent's leaves send theirs (4-bit entries, infinity 7, zlib).
+fn leaf_table_descriptors(rng: &mut Rng) -> Vec<u8> {
+    let mut t = QrpTable::new(16);
+    while t.count() < LEAF_TABLE_SET {
+        t.set(rng.below(t.slots()));
+    }
+    let mut out = Vec::new();
+    for payload in encode_table(None, &t, 7, 4, true) {
+        let mut head = Vec::with_capacity(23);
+        head.extend_from_slice(&Guid::random().0);
+        head.extend_from_slice(&[0x30, 1, 0]);
+        head.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&payload);
+    }
+    out
+}
+
 fn peers_memory(
     addr: SocketAddrV4,
     compress: bool,
-    warm: bool,
+    kind: MemKind,
     wait_for: &mut dyn FnMut(&str) -> String,
 ) {
     const WARM_BYTES: usize = 32 * 1024;
+    let warm = kind == MemKind::Warm;
+    let role = if kind == MemKind::Leaf {
+        Role::Leaf
+    } else {
+        Role::Ultrapeer
+    };
     let stop = Arc::new(AtomicBool::new(false));
     // Idle links keep their socket here; warm links hand reading to a drain thread and keep
     // a writing half.
@@ -862,10 +945,13 @@ fn peers_memory(
         };
         let mut fresh = Vec::new();
         while idle.len() + writers.len() + fresh.len() < n {
-            match Peer::connect(addr, compress) {
+            match Peer::connect_as(addr, compress, role) {
                 Ok(mut p) => {
                     // What any servent does on connecting; the node answers with a pong.
                     p.send(&ping).expect("ping");
+                    if kind == MemKind::Leaf {
+                        p.send(&leaf_table_descriptors(&mut rng)).expect("table");
+                    }
                     fresh.push(p)
                 }
                 Err(e) => {
@@ -1007,12 +1093,8 @@ struct MemFig {
     base: f64,
 }
 
-fn memory(compress: bool, warm: bool) -> MemFig {
-    let f = run_node(&[
-        "mem",
-        if compress { "1" } else { "0" },
-        if warm { "1" } else { "0" },
-    ]);
+fn memory(compress: bool, kind: MemKind) -> MemFig {
+    let f = run_node(&["mem", if compress { "1" } else { "0" }, kind.arg()]);
     let mut fig = MemFig {
         rss: Vec::new(),
         heap: Vec::new(),
@@ -1036,11 +1118,11 @@ fn latency(compress: bool, n: usize) -> Fields {
 fn top(quick: bool) {
     let secs = if quick { 1.0 } else { 3.0 };
     let trips = if quick { 1000 } else { 3000 };
-    let mem: Vec<((bool, bool), MemFig)> =
-        [(true, false), (false, false), (true, true), (false, true)]
-            .into_iter()
-            .map(|(c, w)| ((c, w), memory(c, w)))
-            .collect();
+    let mem: Vec<((bool, MemKind), MemFig)> = [MemKind::Idle, MemKind::Warm, MemKind::Leaf]
+        .into_iter()
+        .flat_map(|k| [(true, k), (false, k)])
+        .map(|(c, k)| ((c, k), memory(c, k)))
+        .collect();
     let mut routes = Vec::new();
     for window in [WINDOW, 0] {
         for (s, r) in [(1, 1), (4, 4)] {
@@ -1115,8 +1197,9 @@ fn top(quick: bool) {
         "\
 2. Memory of the node process per ultrapeer link: least-squares slope over 50, 100, 200 links.
    RSS from /proc/self/statm; heap = live bytes allocated (counting allocator). idle: handshake
-   and one ping/pong; warm: each link has also carried >= 32 KiB each way. zlib cost = RSS
-   slope with compression minus without.
+   and one ping/pong; warm: each link has also carried >= 32 KiB each way; leaf: a leaf link
+   that has also sent a 2^16-slot QRP table ({LEAF_TABLE_SET} slots set, RESET + zlib PATCH).
+   zlib cost = RSS slope with compression minus without.
 "
     );
     println!(
@@ -1129,10 +1212,10 @@ fn top(quick: bool) {
         "heap KiB/link",
         "zlib cost/link"
     );
-    for &((c, w), ref f) in &mem {
+    for &((c, k), ref f) in &mem {
         let off = &mem
             .iter()
-            .find(|((c2, w2), _)| !*c2 && *w2 == w)
+            .find(|((c2, k2), _)| !*c2 && *k2 == k)
             .expect("baseline")
             .1;
         let extra = if c {
@@ -1142,7 +1225,7 @@ fn top(quick: bool) {
         };
         println!(
             "   {:<5} {:<5} {:>10.0} {:>12.0} {:>12.1} {:>12.1} {:>14}",
-            if w { "warm" } else { "idle" },
+            k.arg(),
             onoff(c),
             f.base,
             f.rss.last().map_or(0.0, |p| p.1),
@@ -1152,6 +1235,7 @@ fn top(quick: bool) {
         );
     }
     println!("   target: <= 48 KiB per compressed link (gtk-gnutella: 62-163 KiB)");
+    println!("   target: <= 40 KiB per compressed leaf with a table (gtk-gnutella: 62.3 KiB)");
     println!();
     println!(
         "3. Query -> QueryHit round trip through the node, one in flight, after 50 warm-up trips"
