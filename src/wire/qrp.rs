@@ -338,6 +338,46 @@ struct Pending {
     slot: u64,
 }
 
+/// Patch inflaters kept for the next sequence. One is ~46 KiB (zlib-rs always allocates a
+/// 32 KiB window), all of it touched by a 2^16-slot table. Handed back to malloc after each
+/// sequence, it was reused by the next link's buffers, whose untouched pages then counted in
+/// full: each leaf link's RSS grew by a whole inflater (`examples/net_bench.rs`, leaf row).
+/// Kept here, one or a few stay resident for every leaf that connects.
+static SPARE_INFLATERS: std::sync::Mutex<Vec<flate2::Decompress>> =
+    std::sync::Mutex::new(Vec::new());
+/// At most this many kept: sequences received at once past this allocate their own.
+const MAX_SPARE_INFLATERS: usize = 4;
+
+fn spare_inflaters() -> std::sync::MutexGuard<'static, Vec<flate2::Decompress>> {
+    SPARE_INFLATERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn take_inflater() -> flate2::Decompress {
+    let spare = spare_inflaters().pop();
+    match spare {
+        Some(mut z) => {
+            z.reset(true);
+            z
+        }
+        None => flate2::Decompress::new(true),
+    }
+}
+
+impl Drop for Pending {
+    /// Every end of a sequence (complete, refused, replaced by a RESET, link closed) hands
+    /// its inflater back.
+    fn drop(&mut self) {
+        if let Some(z) = self.zlib.take() {
+            let mut spare = spare_inflaters();
+            if spare.len() < MAX_SPARE_INFLATERS {
+                spare.push(z);
+            }
+        }
+    }
+}
+
 /// Applies a peer's RESET/PATCH sequences. Memory is bounded by [`MAX_KEPT_BITS`] whatever the
 /// peer announces, and patch data is inflated in [`RECEIVE_CHUNK`] steps, never all at once.
 #[derive(Default)]
@@ -378,7 +418,7 @@ impl QrpReceiver {
                 seq_size: p.seq_size,
                 entry_bits: p.entry_bits,
                 next_seq: 1,
-                zlib: (p.compressor == 1).then(|| flate2::Decompress::new(true)),
+                zlib: (p.compressor == 1).then(take_inflater),
                 slot: 0,
             }),
             None => {
@@ -433,14 +473,15 @@ impl QrpReceiver {
             pending.next_seq += 1;
             return Ok(false);
         }
-        let done = self.pending.take().expect("pending set above");
+        let mut done = self.pending.take().expect("pending set above");
         if done.slot < peer_slots {
             return Err(QrpError::Incomplete {
                 covered: done.slot as usize,
                 slots: peer_slots as usize,
             });
         }
-        self.current = Some(done.table);
+        // `Pending` hands its inflater back when dropped, so the table is taken, not moved.
+        self.current = Some(std::mem::replace(&mut done.table, QrpTable::new(0)));
         Ok(true)
     }
 }
