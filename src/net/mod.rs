@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod gate;
 pub mod hyper_io;
 pub mod link;
+mod pump;
 
 use std::collections::HashMap;
 use std::io;
@@ -30,11 +31,9 @@ use log::{debug, info, warn};
 use crate::handshake::driver::{self, Established};
 use crate::handshake::{Admission, LocalInfo, Role, USER_AGENT};
 use crate::overlay::queue::{Enqueued, OutQueue};
-use crate::overlay::{self, Action, ConnId, ConnInfo, Delivery, Event, Overlay, bye_descriptor};
+use crate::overlay::{self, Action, ConnId, ConnInfo, Delivery, Event, Overlay};
 use crate::store;
-use crate::wire::{Frames, Guid, ServentId, WireError};
-
-use link::{Deflater, Inflater};
+use crate::wire::{Guid, ServentId};
 
 /// A handshake must finish within this (gtk-gnutella allows about as long).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -950,13 +949,13 @@ async fn run_link(
         });
     }
     dispatch(&inner, out);
-    let writer = task::spawn(write_loop(
+    let writer = task::spawn(pump::write_loop(
         link.clone(),
         stream.clone(),
         wake_rx,
         est.compression.outgoing,
     ));
-    let why = read_loop(
+    let why = pump::read_loop(
         &inner,
         id,
         stream,
@@ -977,146 +976,6 @@ async fn run_link(
     let _ = link.wake.try_send(());
     let _ = timeout(BYE_LINGER * 2, writer).await;
     let _ = link.stream.shutdown(Shutdown::Both);
-}
-
-/// Reads descriptors until the peer or we close. A framing error drops the peer with Bye 400
-/// (its stream cannot be followed past a bad length).
-async fn read_loop(
-    inner: &Arc<Inner>,
-    id: ConnId,
-    mut stream: TcpStream,
-    leftover: Vec<u8>,
-    compressed: bool,
-    counted: &AtomicU64,
-) -> io::Result<()> {
-    let mut inflater = compressed.then(Inflater::new);
-    let mut raw = leftover;
-    let mut plain: Vec<u8> = Vec::with_capacity(4 * 1024);
-    let mut chunk = vec![0u8; 8 * 1024];
-    loop {
-        match inflater.as_mut() {
-            None => {
-                plain.extend_from_slice(&raw);
-                if !process(inner, id, &mut plain) {
-                    return Ok(());
-                }
-            }
-            Some(z) => {
-                let mut pos = 0;
-                loop {
-                    let (used, made) = z
-                        .inflate(&raw[pos..], &mut plain)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    pos += used;
-                    if made > 0 && !process(inner, id, &mut plain) {
-                        return Ok(());
-                    }
-                    if used == 0 && made == 0 {
-                        break;
-                    }
-                }
-                raw.drain(..pos);
-            }
-        }
-        if inflater.is_none() {
-            raw.clear();
-        }
-        // Let the writers run: a peer that keeps our socket full would otherwise keep this
-        // task busy, starve every output queue on this thread and make us shed what we route.
-        task::yield_now().await;
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        counted.fetch_add(n as u64, Ordering::Relaxed);
-        raw.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Hands every whole descriptor in `buf` to the core, keeps the incomplete tail. Returns false
-/// when the link must stop.
-fn process(inner: &Arc<Inner>, id: ConnId, buf: &mut Vec<u8>) -> bool {
-    let mut out = Vec::new();
-    let (used, err) = {
-        let mut core = lock(&inner.core);
-        let now = Instant::now();
-        let mut frames = Frames::new(buf);
-        for frame in frames.by_ref() {
-            core.handle(Event::Frame { id, frame }, now, &mut out);
-        }
-        (frames.consumed(), frames.error().cloned())
-    };
-    buf.drain(..used);
-    if let Some(e) = err {
-        let reason = match &e {
-            WireError::PayloadTooLarge { kind, len, .. } => {
-                format!("Too large {kind} message ({len} bytes)")
-            }
-            other => other.to_string(),
-        };
-        info!("dropping link {id}: {reason}");
-        out.push(Action::Close {
-            id,
-            bye: Some((400, reason)),
-        });
-        dispatch(inner, out);
-        return false;
-    }
-    dispatch(inner, out);
-    true
-}
-
-async fn write_loop(link: Arc<Link>, mut stream: TcpStream, wake: Receiver<()>, compressed: bool) {
-    let mut deflater = compressed.then(Deflater::new);
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    let mut wire = Vec::new();
-    loop {
-        let woke = wake.recv().await.is_ok();
-        loop {
-            batch.clear();
-            {
-                let mut q = lock(&link.queue);
-                while batch.len() < WRITE_BATCH {
-                    let Some(m) = q.pop() else { break };
-                    batch.extend_from_slice(&m);
-                }
-            }
-            let closing = lock(&link.closing).clone();
-            if let Some(Some((code, reason))) = &closing {
-                batch.extend_from_slice(&bye_descriptor(Guid::random(), *code, reason));
-            }
-            if batch.is_empty() && closing.is_none() {
-                break;
-            }
-            let bytes: &[u8] = match deflater.as_mut() {
-                None => &batch,
-                Some(z) => {
-                    wire.clear();
-                    z.compress(&batch, &mut wire);
-                    &wire
-                }
-            };
-            if stream.write_all(bytes).await.is_err() {
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
-            }
-            link.bytes_out
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            if let Some(bye) = closing {
-                if bye.is_some() {
-                    // Half-close, give the peer time to read the Bye, then close.
-                    let _ = stream.flush().await;
-                    let _ = stream.shutdown(Shutdown::Write);
-                    task::sleep(BYE_LINGER).await;
-                }
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
-            }
-        }
-        if !woke {
-            return;
-        }
-    }
 }
 
 fn dispatch(inner: &Arc<Inner>, actions: Vec<Action>) {
