@@ -126,10 +126,22 @@ impl<'a> QrpMessage<'a> {
 }
 
 /// Which slots are present. Only presence matters in QRP (PROTOCOL.md §6).
-#[derive(Clone, PartialEq, Eq)]
+///
+/// A table is a bitset while it is built or patched. A received table that is done changing
+/// is [`compact`](Self::compact)ed: a leaf's 2^16-slot table (8 KiB as bits) has a few
+/// hundred to a few thousand slots set, and an ultrapeer holds one per leaf, so it keeps the
+/// sorted slot numbers instead when they take less room. Both answer every question alike.
+#[derive(Clone)]
 pub struct QrpTable {
     bits: u8,
-    words: Vec<u64>,
+    slots: Slots,
+}
+
+#[derive(Clone)]
+enum Slots {
+    Bits(Vec<u64>),
+    /// The set slots, sorted, each once; only for tables of at most 2^16 slots.
+    Sparse(Box<[u16]>),
 }
 
 impl QrpTable {
@@ -139,7 +151,7 @@ impl QrpTable {
         let slots = 1usize << bits;
         QrpTable {
             bits,
-            words: vec![0; slots.div_ceil(64)],
+            slots: Slots::Bits(vec![0; slots.div_ceil(64)]),
         }
     }
 
@@ -151,20 +163,43 @@ impl QrpTable {
         1 << self.bits
     }
 
+    /// The bitset, made one again if the table was compacted (only tests and merges into a
+    /// compacted table change one).
+    fn words_mut(&mut self) -> &mut Vec<u64> {
+        if let Slots::Sparse(set) = &self.slots {
+            let mut words = vec![0u64; self.slots().div_ceil(64)];
+            for &s in set.iter() {
+                words[usize::from(s) / 64] |= 1 << (s % 64);
+            }
+            self.slots = Slots::Bits(words);
+        }
+        match &mut self.slots {
+            Slots::Bits(w) => w,
+            Slots::Sparse(_) => unreachable!("made a bitset above"),
+        }
+    }
+
     pub fn set(&mut self, slot: usize) {
         if slot < self.slots() {
-            self.words[slot / 64] |= 1 << (slot % 64);
+            self.words_mut()[slot / 64] |= 1 << (slot % 64);
         }
     }
 
     pub fn clear(&mut self, slot: usize) {
         if slot < self.slots() {
-            self.words[slot / 64] &= !(1 << (slot % 64));
+            self.words_mut()[slot / 64] &= !(1 << (slot % 64));
         }
     }
 
     pub fn is_set(&self, slot: usize) -> bool {
-        slot < self.slots() && self.words[slot / 64] & (1 << (slot % 64)) != 0
+        if slot >= self.slots() {
+            return false;
+        }
+        match &self.slots {
+            Slots::Bits(w) => w[slot / 64] & (1 << (slot % 64)) != 0,
+            // slot < 2^16 here: sparse tables have at most 2^16 slots.
+            Slots::Sparse(set) => set.binary_search(&(slot as u16)).is_ok(),
+        }
     }
 
     pub fn insert_word(&mut self, word: &str) {
@@ -176,7 +211,41 @@ impl QrpTable {
     }
 
     pub fn count(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
+        match &self.slots {
+            Slots::Bits(w) => w.iter().map(|w| w.count_ones() as usize).sum(),
+            Slots::Sparse(set) => set.len(),
+        }
+    }
+
+    /// The set slots, in increasing order.
+    fn ones(&self) -> Box<dyn Iterator<Item = usize> + '_> {
+        match &self.slots {
+            Slots::Bits(words) => Box::new(words.iter().enumerate().flat_map(|(i, &word)| {
+                let mut w = word;
+                std::iter::from_fn(move || {
+                    (w != 0).then(|| {
+                        let slot = i * 64 + w.trailing_zeros() as usize;
+                        w &= w - 1;
+                        slot
+                    })
+                })
+            })),
+            Slots::Sparse(set) => Box::new(set.iter().map(|&s| usize::from(s))),
+        }
+    }
+
+    /// Keeps the set slots as a sorted list when that is smaller than the bitset: for a
+    /// table that is done changing (a peer's, once its patch sequence is complete).
+    pub fn compact(&mut self) {
+        let Slots::Bits(words) = &self.slots else {
+            return;
+        };
+        let bitset_bytes = words.len() * 8;
+        if self.bits > 16 || self.count() * 2 >= bitset_bytes {
+            return;
+        }
+        let set: Box<[u16]> = self.ones().map(|s| s as u16).collect();
+        self.slots = Slots::Sparse(set);
     }
 
     /// ORs `other` into this table, folding or spreading slots when the sizes differ (used to
@@ -186,30 +255,43 @@ impl QrpTable {
     /// in a table of 2^b slots is its slot in a larger one shifted right: folding loses no
     /// word, and spreading marks every larger slot a word could have hashed to.
     pub fn merge(&mut self, other: &QrpTable) {
-        if other.bits == self.bits {
-            for (a, b) in self.words.iter_mut().zip(&other.words) {
+        if other.bits == self.bits
+            && let Slots::Bits(theirs) = &other.slots
+        {
+            for (a, b) in self.words_mut().iter_mut().zip(theirs) {
                 *a |= b;
             }
             return;
         }
         // Walk only the set slots: leaf tables are sparse (gtk-gnutella aims at ≤ 1 % fill).
-        for (i, &word) in other.words.iter().enumerate() {
-            let mut w = word;
-            while w != 0 {
-                let slot = i * 64 + w.trailing_zeros() as usize;
-                w &= w - 1;
-                if other.bits > self.bits {
-                    self.set(slot >> (other.bits - self.bits));
-                } else {
-                    let shift = self.bits - other.bits;
-                    for s in (slot << shift)..((slot + 1) << shift) {
-                        self.set(s);
-                    }
+        let (bits, theirs) = (self.bits, other.bits);
+        let words = self.words_mut();
+        let mut set = |s: usize| words[s / 64] |= 1 << (s % 64);
+        for slot in other.ones() {
+            if theirs >= bits {
+                set(slot >> (theirs - bits));
+            } else {
+                let shift = bits - theirs;
+                for s in (slot << shift)..((slot + 1) << shift) {
+                    set(s);
                 }
             }
         }
     }
 }
+
+impl PartialEq for QrpTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.bits == other.bits
+            && match (&self.slots, &other.slots) {
+                (Slots::Bits(a), Slots::Bits(b)) => a == b,
+                (Slots::Sparse(a), Slots::Sparse(b)) => a == b,
+                _ => self.count() == other.count() && self.ones().eq(other.ones()),
+            }
+    }
+}
+
+impl Eq for QrpTable {}
 
 impl std::fmt::Debug for QrpTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -481,7 +563,9 @@ impl QrpReceiver {
             });
         }
         // `Pending` hands its inflater back when dropped, so the table is taken, not moved.
-        self.current = Some(std::mem::replace(&mut done.table, QrpTable::new(0)));
+        let mut table = std::mem::replace(&mut done.table, QrpTable::new(0));
+        table.compact();
+        self.current = Some(table);
         Ok(true)
     }
 }
@@ -777,5 +861,50 @@ mod tests {
             data: &bomb,
         };
         assert_eq!(r.patch(&p), Err(QrpError::Overflow));
+    }
+
+    #[test]
+    fn a_compacted_table_answers_as_its_bitset_does() {
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (bits, n) in [(16, 1300), (16, 0), (16, 5000), (13, 40), (17, 100)] {
+            let mut t = QrpTable::new(bits);
+            for _ in 0..n {
+                t.set(next() as usize % t.slots());
+            }
+            let mut c = t.clone();
+            c.compact();
+            // Sparse only where it is smaller and the slots fit in 16 bits.
+            let sparse = matches!(c.slots, Slots::Sparse(_));
+            assert_eq!(
+                sparse,
+                bits <= 16 && t.count() * 2 < t.slots() / 8,
+                "{bits} {n}"
+            );
+            assert_eq!(c, t);
+            assert_eq!(c.count(), t.count());
+            assert!((0..t.slots() + 3).all(|s| c.is_set(s) == t.is_set(s)));
+            for into in [12, 16, 18] {
+                let (mut a, mut b) = (QrpTable::new(into), QrpTable::new(into));
+                a.merge(&t);
+                b.merge(&c);
+                assert_eq!(a, b, "{bits} into {into}");
+            }
+            // A patch on a compacted table (a later sequence) changes it as it would the bits.
+            let (mut t2, mut c2) = (t.clone(), c.clone());
+            for s in [0, 1, 77, t.slots() - 1] {
+                t2.set(s);
+                c2.set(s);
+            }
+            t2.clear(77);
+            c2.clear(77);
+            assert_eq!(c2, t2);
+            assert!(matches!(c2.slots, Slots::Bits(_)));
+        }
     }
 }
