@@ -27,7 +27,7 @@ const INFLATE_ROOM_PER_BYTE: usize = 8;
 const INFLATE_MIN_ROOM: usize = 1024;
 
 /// log2 of our deflate window. On query traffic 4 KiB puts about 2 % more bytes on the wire
-/// than a 32 KiB window (`examples/net_bench.rs`), and it is all a link keeps.
+/// than a 32 KiB window (`examples/net_bench`), and it is all a link keeps.
 pub const DEFLATE_WINDOW_BITS: u8 = 12;
 pub const DEFLATE_WINDOW: usize = 1 << DEFLATE_WINDOW_BITS;
 

@@ -8,7 +8,7 @@
 //! descriptor; its writer assembles and compresses a batch in its thread's buffers
 //! ([`WriteScratch`]) and keeps only what the socket did not take at once. Those were
 //! 8 + 4..16 + 16 KiB per link, more than a leaf's table and everything else it keeps
-//! (`examples/net_bench.rs`, memory table).
+//! (`examples/net_bench`, memory table).
 
 use std::cell::RefCell;
 use std::io;

@@ -423,7 +423,7 @@ struct Pending {
 /// Patch inflaters kept for the next sequence. One is ~46 KiB (zlib-rs always allocates a
 /// 32 KiB window), all of it touched by a 2^16-slot table. Handed back to malloc after each
 /// sequence, it was reused by the next link's buffers, whose untouched pages then counted in
-/// full: each leaf link's RSS grew by a whole inflater (`examples/net_bench.rs`, leaf row).
+/// full: each leaf link's RSS grew by a whole inflater (`examples/net_bench`, leaf row).
 /// Kept here, one or a few stay resident for every leaf that connects.
 static SPARE_INFLATERS: std::sync::Mutex<Vec<flate2::Decompress>> =
     std::sync::Mutex::new(Vec::new());

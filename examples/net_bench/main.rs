@@ -30,25 +30,27 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddrV4, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddrV4;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
-use futures_lite::io::AssertAsync;
-use servent::handshake::driver;
-use servent::handshake::{LocalInfo, Role};
+use servent::handshake::Role;
 use servent::net::{Node, NodeConfig};
 use servent::overlay::Rng;
-use servent::wire::qrp::{QrpTable, encode_table};
 use servent::wire::vendor::selector;
 use servent::wire::{
     Descriptor, FileIndex, Guid, Hops, Payload, Query, QueryFlags, QueryHit, Results,
     ResultsBuilder, ServentId, Text, Trailer, Ttl, VendorBody, VendorMessage,
 };
+
+mod memory;
+mod peer;
+
+use memory::{LEAF_TABLE_SET, MemKind, peers_memory};
+use peer::Peer;
 
 // ---------------------------------------------------------------------------------------------
 // Live-heap counter: off unless a memory run turns it on, so it costs one relaxed load per
@@ -254,170 +256,6 @@ fn hit_template(servent: ServentId) -> Vec<u8> {
         }),
     }
     .to_vec()
-}
-
-// ---------------------------------------------------------------------------------------------
-// A scripted peer on a blocking socket. Its zlib streams are flate2's defaults (window 15,
-// level 6), like gtk-gnutella's, independent of the node's link code.
-
-struct Peer {
-    stream: TcpStream,
-    deflate: Option<Compress>,
-    inflate: Option<Decompress>,
-    /// Inflated, not yet framed.
-    plain: Vec<u8>,
-    wire: Vec<u8>,
-    chunk: Vec<u8>,
-    guid: ServentId,
-    /// Bytes read from the socket, and what they inflated to.
-    wire_in: u64,
-    plain_in: u64,
-}
-
-impl Peer {
-    fn connect(addr: SocketAddrV4, compress: bool) -> std::io::Result<Peer> {
-        Self::connect_as(addr, compress, Role::Ultrapeer)
-    }
-
-    fn connect_as(addr: SocketAddrV4, compress: bool, role: Role) -> std::io::Result<Peer> {
-        let mut stream = connect_from_own_address(addr)?;
-        stream.set_nodelay(true)?;
-        let guid = ServentId::random();
-        let local = LocalInfo {
-            user_agent: "net-bench/1".into(),
-            role,
-            guid,
-            listen: None,
-            compress,
-            degree: 32,
-            max_ttl: 4,
-        };
-        let est = futures_lite::future::block_on(driver::connect(
-            &mut AssertAsync::new(&mut stream),
-            &local,
-            Some(*addr.ip()),
-        ))
-        .map_err(|e| std::io::Error::other(format!("handshake: {e}")))?;
-        assert_eq!(est.compression.outgoing, compress, "deflate as asked");
-        assert_eq!(est.compression.incoming, compress, "inflate as asked");
-        let mut p = Peer {
-            stream,
-            deflate: compress.then(|| Compress::new(Compression::default(), true)),
-            inflate: compress.then(|| Decompress::new(true)),
-            plain: Vec::new(),
-            wire: Vec::new(),
-            chunk: vec![0; 64 * 1024],
-            guid,
-            wire_in: 0,
-            plain_in: 0,
-        };
-        p.absorb_leftover(est.leftover);
-        Ok(p)
-    }
-
-    fn absorb_leftover(&mut self, left: Vec<u8>) {
-        let n = left.len();
-        self.chunk[..n].copy_from_slice(&left);
-        self.absorb(n);
-    }
-
-    /// Inflates `chunk[..n]` onto `plain`.
-    fn absorb(&mut self, n: usize) {
-        self.wire_in += n as u64;
-        let before = self.plain.len();
-        self.inflate_chunk(n);
-        self.plain_in += (self.plain.len() - before) as u64;
-    }
-
-    fn inflate_chunk(&mut self, n: usize) {
-        let Some(z) = self.inflate.as_mut() else {
-            self.plain.extend_from_slice(&self.chunk[..n]);
-            return;
-        };
-        let mut input = &self.chunk[..n];
-        loop {
-            self.plain.reserve(64 * 1024);
-            let in0 = z.total_in();
-            let out0 = z.total_out();
-            let st = z
-                .decompress_vec(input, &mut self.plain, FlushDecompress::Sync)
-                .expect("node's deflate stream");
-            assert!(st != Status::StreamEnd, "node ended its stream");
-            let used = (z.total_in() - in0) as usize;
-            input = &input[used..];
-            if input.is_empty() && (z.total_out() - out0) < 64 * 1024 {
-                return;
-            }
-        }
-    }
-
-    /// Compresses (sync flush) and writes `data`.
-    fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
-        let Some(z) = self.deflate.as_mut() else {
-            return self.stream.write_all(data);
-        };
-        self.wire.clear();
-        let mut input = data;
-        loop {
-            self.wire.reserve(input.len() + 64);
-            let in0 = z.total_in();
-            z.compress_vec(input, &mut self.wire, FlushCompress::Sync)
-                .expect("deflate into a Vec");
-            input = &input[(z.total_in() - in0) as usize..];
-            if input.is_empty() && self.wire.len() < self.wire.capacity() {
-                break;
-            }
-        }
-        self.stream.write_all(&self.wire)
-    }
-
-    /// One read (bounded by the socket's read timeout). False on timeout; error on EOF.
-    fn read_some(&mut self) -> std::io::Result<bool> {
-        match self.stream.read(&mut self.chunk) {
-            Ok(0) => Err(ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                self.absorb(n);
-                Ok(true)
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Calls `f(kind, descriptor)` for each whole descriptor in `plain` and drops them.
-    fn frames(&mut self, mut f: impl FnMut(u8, &[u8])) {
-        let mut pos = 0;
-        while self.plain.len() - pos >= 23 {
-            let h = &self.plain[pos..];
-            let len = u32::from_le_bytes([h[19], h[20], h[21], h[22]]) as usize;
-            if h.len() < 23 + len {
-                break;
-            }
-            f(h[16], &h[..23 + len]);
-            pos += 23 + len;
-        }
-        self.plain.drain(..pos);
-    }
-}
-
-/// Connects from an address of 127.0.0.0/8 no other bench peer used: the node admits at most
-/// `MAX_OPEN_PER_IP` links per address, and real peers each have their own.
-fn connect_from_own_address(to: SocketAddrV4) -> std::io::Result<TcpStream> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    // 127.1.0.1 onward, skipping .0 and .255 in the last byte.
-    let ip = std::net::Ipv4Addr::new(127, 1, (n / 254) as u8, (n % 254) as u8 + 1);
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    s.bind(&SocketAddrV4::new(ip, 0).into())?;
-    s.connect(&to.into())?;
-    Ok(s.into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -844,187 +682,6 @@ fn peers_latency(
         answered.load(Ordering::Relaxed)
     );
     wait_for("quit");
-}
-
-/// Reads and drops everything the node sends on `p` until told to stop.
-fn drain(mut p: Peer, stop: Arc<AtomicBool>) {
-    p.stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    while !stop.load(Ordering::Relaxed) {
-        match p.read_some() {
-            Ok(_) => p.frames(|_, _| {}),
-            Err(_) => return,
-        }
-    }
-}
-
-/// What the links of a memory run do (see the top of the file).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum MemKind {
-    Idle,
-    Warm,
-    Leaf,
-}
-
-impl MemKind {
-    fn arg(self) -> &'static str {
-        match self {
-            MemKind::Idle => "idle",
-            MemKind::Warm => "warm",
-            MemKind::Leaf => "leaf",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "warm" => MemKind::Warm,
-            "leaf" => MemKind::Leaf,
-            _ => MemKind::Idle,
-        }
-    }
-}
-
-/// Slots present in each bench leaf's 2^16-slot table: about what a leaf sharing a few hundred
-/// files announces (2 % fill; gtk-gnutella aims at no more than 1 % on its own tables).
-const LEAF_TABLE_SET: usize = 1300;
-
-/// RESET + PATCH descriptors for a leaf table of [`LEAF_TABLE_SET`] random slots, encoded as
-/// servent's leaves send theirs (4-bit entries, infinity 7, zlib).
-fn leaf_table_descriptors(rng: &mut Rng) -> Vec<u8> {
-    let mut t = QrpTable::new(16);
-    while t.count() < LEAF_TABLE_SET {
-        t.set(rng.below(t.slots()));
-    }
-    let mut out = Vec::new();
-    for payload in encode_table(None, &t, 7, 4, true) {
-        let mut head = Vec::with_capacity(23);
-        head.extend_from_slice(&Guid::random().0);
-        head.extend_from_slice(&[0x30, 1, 0]);
-        head.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&payload);
-    }
-    out
-}
-
-fn peers_memory(
-    addr: SocketAddrV4,
-    compress: bool,
-    kind: MemKind,
-    wait_for: &mut dyn FnMut(&str) -> String,
-) {
-    const WARM_BYTES: usize = 32 * 1024;
-    let warm = kind == MemKind::Warm;
-    let role = if kind == MemKind::Leaf {
-        Role::Leaf
-    } else {
-        Role::Ultrapeer
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    // Idle links keep their socket here; warm links hand reading to a drain thread and keep
-    // a writing half.
-    let mut idle: Vec<Peer> = Vec::new();
-    let mut writers: Vec<Peer> = Vec::new();
-    let mut drains = Vec::new();
-    let mut rng = Rng::new(0xC0FFEE);
-    let ping = Descriptor {
-        muid: Guid::random(),
-        ttl: Ttl(1),
-        hops: Hops(0),
-        payload: Payload::Ping(Default::default()),
-    }
-    .to_vec();
-    loop {
-        let cmd = wait_for("open");
-        let Some(n) = cmd
-            .strip_prefix("open ")
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            break;
-        };
-        let mut fresh = Vec::new();
-        while idle.len() + writers.len() + fresh.len() < n {
-            match Peer::connect_as(addr, compress, role) {
-                Ok(mut p) => {
-                    // What any servent does on connecting; the node answers with a pong.
-                    p.send(&ping).expect("ping");
-                    if kind == MemKind::Leaf {
-                        p.send(&leaf_table_descriptors(&mut rng)).expect("table");
-                    }
-                    fresh.push(p)
-                }
-                Err(e) => {
-                    eprintln!("peer {}: {e}", idle.len() + writers.len() + fresh.len());
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-        if !warm {
-            idle.extend(fresh);
-        } else {
-            // Read the node's side on threads; the Peer kept for writing owns the deflater.
-            for p in fresh.iter_mut() {
-                let reader = Peer {
-                    stream: p.stream.try_clone().expect("clone"),
-                    deflate: None,
-                    inflate: p.inflate.take(),
-                    plain: std::mem::take(&mut p.plain),
-                    wire: Vec::new(),
-                    chunk: vec![0; 64 * 1024],
-                    guid: p.guid,
-                    wire_in: 0,
-                    plain_in: 0,
-                };
-                let stop = stop.clone();
-                drains.push(
-                    std::thread::Builder::new()
-                        .stack_size(128 * 1024)
-                        .spawn(move || drain(reader, stop))
-                        .expect("thread"),
-                );
-            }
-            // Into the node: 32 KiB of TTL-1 queries, one MUID per link so that the route
-            // table grows by one entry per link, not per query (the rest are duplicates).
-            for p in fresh.iter_mut() {
-                let mut q = QueryMaker::new(rng.next_u64(), 60, 1);
-                let mut buf = Vec::new();
-                let mut first = None;
-                while buf.len() < WARM_BYTES {
-                    let at = buf.len();
-                    let muid = q.push(&mut buf);
-                    let muid = *first.get_or_insert(muid);
-                    buf[at..at + 16].copy_from_slice(&muid.0);
-                }
-                p.send(&buf).expect("warm in");
-            }
-            // Out of the node: two new links each send 32 KiB of distinct TTL-2 queries,
-            // which the node forwards to every other link.
-            for p in fresh.iter_mut().take(2) {
-                let mut q = QueryMaker::new(rng.next_u64(), 60, 2);
-                let mut sent = 0;
-                while sent < WARM_BYTES {
-                    let mut buf = Vec::new();
-                    for _ in 0..8 {
-                        q.push(&mut buf);
-                    }
-                    sent += buf.len();
-                    p.send(&buf).expect("warm out");
-                    // Below the node's flow-control watermark on every link.
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            writers.extend(fresh);
-        }
-        println!("opened {}", idle.len() + writers.len());
-    }
-    stop.store(true, Ordering::Relaxed);
-    drop(idle);
-    drop(writers);
-    for d in drains {
-        let _ = d.join();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
