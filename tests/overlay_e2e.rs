@@ -225,6 +225,29 @@ async fn pings_are_answered_with_a_pong_carrying_the_same_guid() {
 }
 
 #[async_std::test]
+async fn descriptors_arriving_in_pieces_are_read_whole_on_plain_and_compressed_links() {
+    // A link keeps only an incomplete descriptor between reads (net::pump): pieces of every
+    // size must still join up, and the link stay in step for what follows.
+    let nodes = line(1).await;
+    for compress in [false, true] {
+        for piece in [1, 5, 23, 40] {
+            let mut p = Peer::connect(nodes[0].listen_addr(), Role::Ultrapeer, compress).await;
+            let muids: Vec<Guid> = (0..3).map(|_| Guid::random()).collect();
+            let mut batch = Vec::new();
+            for m in &muids {
+                batch.extend(encode(*m, 1, 0, Payload::Ping(Ping::default())));
+            }
+            p.send_in_pieces(&batch, piece).await;
+            let pongs = p.collect(0x01, SHORT).await;
+            for m in &muids {
+                let n = pongs.iter().filter(|x| x[..16] == m.0).count();
+                assert_eq!(n, 1, "compress {compress}, pieces of {piece}");
+            }
+        }
+    }
+}
+
+#[async_std::test]
 async fn garbage_gets_a_peer_dropped_and_the_node_keeps_serving_others() {
     let nodes = line(1).await;
     let mut good = Peer::connect(nodes[0].listen_addr(), Role::Ultrapeer, false).await;

@@ -166,6 +166,24 @@ impl Peer {
         self.stream.write_all(&data).await.expect("send");
     }
 
+    /// Like `send`, but written `piece` bytes at a time with a pause between, so that the
+    /// node's reads end anywhere: inside a header, a payload, a deflate block.
+    pub async fn send_in_pieces(&mut self, bytes: &[u8], piece: usize) {
+        let data = match self.deflater.as_mut() {
+            None => bytes.to_vec(),
+            Some(z) => {
+                let mut out = Vec::new();
+                z.compress(bytes, &mut out);
+                out
+            }
+        };
+        for chunk in data.chunks(piece.max(1)) {
+            self.stream.write_all(chunk).await.expect("send");
+            self.stream.flush().await.expect("flush");
+            async_std::task::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// The next descriptor, or None after `wait` (or when the node closed the link).
     pub async fn recv(&mut self, wait: Duration) -> Option<Vec<u8>> {
         let end = std::time::Instant::now() + wait;
