@@ -1,5 +1,5 @@
 //! No one peer shuts the door: slow handshakes and silent request heads from a few loopback
-//! addresses, while a normal peer connects, and downloads, from another.
+//! addresses, while a normal peer connects, searches and downloads, from another.
 
 mod common;
 
@@ -80,7 +80,7 @@ async fn slow_handshakes_and_silent_heads_from_a_few_addresses_leave_the_door_op
         }
     }
     let mut heads = Vec::new();
-    for i in 0..300u32 {
+    for i in 0..1000u32 {
         let from = Ipv4Addr::new(127, 0, 2, 3 + (i % 3) as u8);
         if let Ok(mut s) = connect_from(from, addr) {
             let _ = s.write_all(b"GET ").await;
@@ -88,17 +88,29 @@ async fn slow_handshakes_and_silent_heads_from_a_few_addresses_leave_the_door_op
         }
     }
     assert!(
-        silent.len() >= 150 && heads.len() >= 250,
+        silent.len() >= 150 && heads.len() >= 900,
         "could not open the sockets"
     );
-    // A normal peer from 127.0.0.1 links and downloads, each within 5 s.
+    // A normal peer from 127.0.0.1 links, searches and downloads, each within 5 s.
     let t = Instant::now();
-    let peer = async_std::future::timeout(
+    let mut peer = async_std::future::timeout(
         Duration::from_secs(5),
         Peer::connect(addr, Role::Leaf, false),
     )
     .await
     .expect("a leaf's handshake within 5 s");
+    let muid = servent::wire::Guid::random();
+    let q = servent::wire::Payload::Query(servent::wire::Query {
+        flags: servent::wire::QueryFlags(0x8000),
+        criteria: servent::wire::Text(b"song"),
+        extensions: Default::default(),
+    });
+    peer.send(&encode(muid, 2, 0, q)).await;
+    let hits = peer.collect(0x81, Duration::from_secs(5)).await;
+    assert!(
+        hits.iter().any(|h| h[..16] == muid.0[..]),
+        "the leaf's search is answered within 5 s"
+    );
     drop(peer);
     let got = async_std::future::timeout(Duration::from_secs(5), download(addr, &urn))
         .await
