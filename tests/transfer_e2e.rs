@@ -629,6 +629,16 @@ async fn get_names_with_a_plus_and_other_methods_are_answered() {
             assert!(a.to_lowercase().contains("allow: get, head"), "{a}");
         }
     }
+    // A client that half-closes after its request still gets the answer.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(get(format!("/get/{song}/my%20song.txt")).as_bytes())
+        .await
+        .unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    let _ = async_std::future::timeout(Duration::from_secs(2), c.read_to_end(&mut out)).await;
+    let a = String::from_utf8_lossy(&out);
+    assert!(a.starts_with("HTTP/1.1 200") && a.ends_with("la la"), "{a}");
 }
 
 #[async_std::test]

@@ -316,6 +316,8 @@ where
             .timer(AsyncIoTimer)
             .header_read_timeout(HEADER_TIMEOUT)
             .keep_alive(true)
+            // A client may shut its side after the request and still wait for the answer.
+            .half_close(true)
             .serve_connection(io, service);
         if let Err(e) = conn.await {
             debug!("HTTP connection from {peer} ended: {e}");
