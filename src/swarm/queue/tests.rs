@@ -145,20 +145,20 @@ fn a_slot_no_unchoked_peer_uses_is_lent_to_the_first_choked_but_not_in_its_guard
     let mut q: UploadQueue<u32> = UploadQueue::new(Policy::TitForTat, 1, t0);
     let mut r = rng();
     q.tick(1, t0, &mut r);
-    let a = q.admit(&ask(1, true), 1, t0);
+    let a = q.admit(&ask(1, false), 1, t0);
     assert_eq!(served(&a), Some(Grant::Unchoked(Reason::Optimistic)));
     q.started(&QueueId([1; 16]), t0);
     // Peer 2 is choked: all slots are taken.
-    let b = place(&q.admit(&ask(2, true), 0, t0));
+    let b = place(&q.admit(&ask(2, false), 0, t0));
     assert_eq!(b.position, 1);
     // It may wait for a slot handed over, behind any unchoked peer (priority 0).
     assert_eq!(b.hold, Some(2));
     // Peer 1's request ends: for a moment its slot waits for its next request.
     q.ended(&QueueId([1; 16]), t0 + secs(1));
-    let b = q.admit(&ask(2, true), 1, t0 + secs(1));
+    let b = q.admit(&ask(2, false), 1, t0 + secs(1));
     assert!(matches!(b, Admit::Queue(_)), "{b:?}");
     // Past the guard, it is lent.
-    let b = q.admit(&ask(2, true), 1, t0 + secs(1) + LEND_GUARD);
+    let b = q.admit(&ask(2, false), 1, t0 + secs(1) + LEND_GUARD);
     assert_eq!(served(&b), Some(Grant::Lent));
 }
 
@@ -208,7 +208,7 @@ fn the_peer_list_shows_decisions_places_and_both_ways() {
 }
 
 #[test]
-fn a_seed_lends_a_spare_slot_to_a_taker_that_keeps_the_file_only_while_no_sharer_asks() {
+fn a_seed_serves_in_turns_and_a_taker_that_keeps_the_file_waits_behind_the_sharers() {
     let t0 = Instant::now();
     let mut q: UploadQueue<u32> = UploadQueue::new(Policy::TitForTat, 1, t0);
     let mut r = rng();
@@ -217,28 +217,27 @@ fn a_seed_lends_a_spare_slot_to_a_taker_that_keeps_the_file_only_while_no_sharer
         spreads: false,
         ..ask(i, true)
     };
-    // The keeper is seen first while every slot is taken; it is a newcomer no longer when
-    // peer 1 takes the optimistic slot, spreads what it takes, and its request ends.
-    assert!(served(&q.admit(&ask(1, true), 1, t0)).is_some());
+    // Peer 1 takes the slot; a keeper and another sharer wait.
+    assert_eq!(served(&q.admit(&ask(1, true), 1, t0)), Some(Grant::Turn));
     q.started(&QueueId([1; 16]), t0);
-    assert!(matches!(q.admit(&keeper(2), 0, t0), Admit::Queue(_)));
+    let k = place(&q.admit(&keeper(2), 0, t0));
+    assert_eq!(k.position, 1);
+    let s3 = place(&q.admit(&ask(3, true), 0, t0));
+    assert_eq!(s3.position, 1, "the sharer goes before the keeper");
     q.ended(&QueueId([1; 16]), t0);
-    let t1 = t0 + LEND_NEWCOMER;
-    assert!(served(&q.admit(&ask(1, true), 1, t1)).is_some());
-    q.started(&QueueId([1; 16]), t1);
-    q.ended(&QueueId([1; 16]), t1);
-    // Past the guard the slot is spare, but a sharer asked within SHARER_DEMAND: the keeper
-    // is neither lent it nor allowed to wait for it.
-    let at = t1 + LEND_GUARD;
-    assert!(at < t1 + SHARER_DEMAND);
-    let k = place(&q.admit(&keeper(2), 1, at));
-    assert_eq!(k.hold, None);
-    // A sharer that is choked too would have been lent it.
-    let s = q.admit(&ask(3, true), 1, at);
-    assert_eq!(served(&s), Some(Grant::Lent), "{s:?}");
-    q.started(&QueueId([3; 16]), at);
-    q.ended(&QueueId([3; 16]), at);
-    // Once no sharer has asked for a while, the keeper may have the spare slot.
-    let later = at + SHARER_DEMAND;
-    assert_eq!(served(&q.admit(&keeper(2), 1, later)), Some(Grant::Lent));
+    // The slot frees: the keeper asking first still waits for the sharer.
+    let t1 = t0 + NEAR_RETRY;
+    assert_eq!(place(&q.admit(&keeper(2), 1, t1)).position, 2);
+    assert_eq!(served(&q.admit(&ask(3, true), 1, t1)), Some(Grant::Turn));
+    q.started(&QueueId([3; 16]), t1);
+    // Peer 1, served before, goes behind in its turn; with no sharer waiting, the keeper
+    // comes next.
+    assert_eq!(place(&q.admit(&ask(1, true), 0, t1)).position, 1);
+    q.ended(&QueueId([3; 16]), t1);
+    let t2 = t1 + NEAR_RETRY;
+    assert_eq!(served(&q.admit(&ask(1, true), 1, t2)), Some(Grant::Turn));
+    q.started(&QueueId([1; 16]), t2);
+    q.ended(&QueueId([1; 16]), t2);
+    let t3 = t2 + NEAR_RETRY;
+    assert_eq!(served(&q.admit(&keeper(2), 1, t3)), Some(Grant::Turn));
 }
