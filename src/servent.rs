@@ -154,6 +154,9 @@ const SEARCH_QUEUE: usize = 1024;
 /// Upload counters are given to the reputation this often; its bandwidth is the best rate
 /// over such a window.
 const UPLOAD_SAMPLE: Duration = Duration::from_secs(5);
+/// Most upload slots a user may set at run time: each is a transfer at once, and past this the
+/// rate per slot is too thin to be worth a downloader's while.
+pub const MAX_UPLOAD_SLOTS: usize = 64;
 /// A Push callback must connect within this.
 const PUSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// While the first scan hashes, what it has so far is shared this often, and the log says how
@@ -684,6 +687,17 @@ impl Servent {
         if let Some(d) = download {
             self.shared.download_limit.set_rate(d);
         }
+    }
+
+    /// Upload slots from now on (at least 1; at most [`MAX_UPLOAD_SLOTS`]).
+    pub fn set_upload_slots(&self, n: usize) {
+        let n = n.clamp(1, MAX_UPLOAD_SLOTS);
+        let up = &self.shared.uploads;
+        up.slots.set_max(n);
+        up.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_slots(n);
     }
 
     /// Bytes received by all downloads.

@@ -1485,3 +1485,64 @@ async fn rate_limits_change_at_run_time() {
     assert_eq!(off.status, 200);
     assert_eq!(s.limits().0, 0);
 }
+
+/// The first bytes of the answer to a whole-file GET of `urn` from `addr`, the connection kept.
+async fn start_get(
+    addr: SocketAddrV4,
+    urn: &servent::wire::Sha1Urn,
+) -> (async_std::net::TcpStream, String) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut s = async_std::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /uri-res/N2R?{urn} HTTP/1.1\r\nHost: x\r\nX-Node: 127.0.0.1:1\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut b = [0u8; 64];
+    let n = async_std::future::timeout(Duration::from_secs(5), s.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap();
+    (s, String::from_utf8_lossy(&b[..n]).into_owned())
+}
+
+/// Upload slots change at run time: fewer, and a second downloader waits; more, and it is
+/// served.
+#[async_std::test]
+async fn upload_slots_change_at_run_time() {
+    let data = servent::cli::demo::sample(3, 2_000_000);
+    let urn = servent::wire::Sha1Urn::digest(&data);
+    let s = servent(
+        Role::Ultrapeer,
+        &[],
+        vec![share_dir("slots", &[("big.bin", &data)])],
+    )
+    .await;
+    s.set_limits(Some(64 * 1024), None);
+    let (_ctl, c) = control(&s).await;
+    let patch = |v: Value| {
+        let c = &c;
+        async move {
+            c.send(Method::PATCH, "/api/settings", Some(&v))
+                .await
+                .unwrap()
+        }
+    };
+    let r = patch(json!({"upload_slots": 1})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["upload_slots"], 1);
+    let addr = s.node().listen_addr();
+    let (_first, head) = start_get(addr, &urn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_, head) = start_get(addr, &urn).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "one slot, taken: {head}");
+    assert_eq!(patch(json!({"upload_slots": 2})).await.status, 200);
+    let (_second, head) = start_get(addr, &urn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "a second slot: {head}");
+    let up = c
+        .send(Method::GET, "/api/uploads", None)
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(up["slots"], 2);
+    let bad = patch(json!({"upload_slots": 0})).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("1 to 64"), "{}", bad.text());
+}

@@ -794,8 +794,14 @@ fn a_person_searches_downloads_and_gets_the_file_intact_in_the_browser() {
     b.click(&b.find("#search-clear"));
     assert!(b.find_all("#results .row").is_empty());
 
-    // The settings in effect, and the page's icon.
+    // The settings in effect, the upload slots changed from the page, and the page's icon.
     assert_eq!(b.text(&b.find("#settings-slots")), "4");
+    b.type_into(&b.find("#upload-slots"), "6");
+    b.click(&b.find("#limits-button"));
+    wait_for("six upload slots", || {
+        (net.daemon.uploads().slots.max() == 6 && b.text(&b.find("#settings-slots")) == "6")
+            .then_some(())
+    });
     let icon = b.js(
         "return document.querySelector('link[rel=icon]').getAttribute('href');",
         json!([]),

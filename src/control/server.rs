@@ -143,6 +143,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
 struct SettingsPatch {
     upload_limit: Option<String>,
     download_limit: Option<String>,
+    upload_slots: Option<usize>,
 }
 
 /// Run-time settings as the API shows them.
@@ -630,17 +631,31 @@ async fn route(ctl: &Arc<Control>, req: Request<Incoming>, path: &str) -> Respon
                         v.map(|v| crate::transfer::limit::parse_rate(&v))
                             .transpose()
                     };
-                    match (parse(p.upload_limit), parse(p.download_limit)) {
-                        (Ok(u), Ok(d)) => {
+                    let max = crate::servent::MAX_UPLOAD_SLOTS;
+                    match (
+                        parse(p.upload_limit),
+                        parse(p.download_limit),
+                        p.upload_slots,
+                    ) {
+                        (_, _, Some(n)) if n == 0 || n > max => Err(error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("upload_slots {n}: give 1 to {max}"),
+                        )),
+                        (Ok(u), Ok(d), slots) => {
                             ctl.servent.set_limits(u, d);
+                            if let Some(n) = slots {
+                                ctl.servent.set_upload_slots(n);
+                            }
+                            let now = run_settings(ctl);
                             log::info!(
-                                "limits now: upload {}, download {}",
-                                run_settings(ctl).upload_limit,
-                                run_settings(ctl).download_limit
+                                "limits now: upload {}, download {}, {}",
+                                now.upload_limit,
+                                now.download_limit,
+                                crate::text::count(now.upload_slots as u64, "slot", "slots")
                             );
-                            Ok(ok(&run_settings(ctl)))
+                            Ok(ok(&now))
                         }
-                        (Err(e), _) | (_, Err(e)) => Err(error(StatusCode::BAD_REQUEST, &e)),
+                        (Err(e), _, _) | (_, Err(e), _) => Err(error(StatusCode::BAD_REQUEST, &e)),
                     }
                 }
             }

@@ -143,6 +143,11 @@ impl Choker {
         }
     }
 
+    /// Slots from the next round on (at least 1).
+    pub fn set_slots(&mut self, slots: usize) {
+        self.slots = slots.max(1);
+    }
+
     fn sec(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_secs()
     }

@@ -34,7 +34,8 @@ const RETRY_WHEN_FULL: Duration = Duration::from_secs(10);
 /// Upload slots: a bounded number of transfers at once, given in turn.
 #[derive(Debug)]
 pub struct Slots {
-    max: usize,
+    /// Changeable at run time (the API, the page).
+    max: std::sync::atomic::AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -82,7 +83,7 @@ pub struct Busy {
 impl Slots {
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(Slots {
-            max,
+            max: std::sync::atomic::AtomicUsize::new(max.max(1)),
             state: Mutex::new(State::default()),
         })
     }
@@ -135,7 +136,7 @@ impl Slots {
     ) -> Result<Slot, Busy> {
         let (id, rx) = {
             let mut st = self.state();
-            let free = st.used < self.max;
+            let free = st.used < self.max();
             let take = match take {
                 Take::Always => free,
                 Take::IfNoneWaits => free && st.queue.is_empty(),
@@ -206,6 +207,11 @@ impl Slots {
     /// nobody of that rank came for it by then, the line has it.
     fn release(self: &Arc<Self>, holder: u64) {
         let mut st = self.state();
+        // Fewer slots since it was taken: this one goes.
+        if st.used > self.max() {
+            st.used -= 1;
+            return;
+        }
         while let Some(w) = st.queue.front() {
             if holder == KEPT && w.priority != KEPT {
                 break;
@@ -228,7 +234,7 @@ impl Slots {
     /// A free slot to the first waiter, if any waits.
     fn hand_free(&self) {
         let mut st = self.state();
-        while st.used < self.max
+        while st.used < self.max()
             && let Some(w) = st.queue.pop_front()
         {
             if w.handed.try_send(()).is_ok() {
@@ -238,16 +244,24 @@ impl Slots {
     }
 
     pub fn busy(&self) -> bool {
-        self.state().used >= self.max
+        self.state().used >= self.max()
     }
 
     pub fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// From now on `max` slots (at least 1): more are handed to those waiting at once; with
+    /// fewer, transfers running finish and the slots they free are not given again.
+    pub fn set_max(&self, max: usize) {
         self.max
+            .store(max.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.hand_free();
     }
 
     /// Slots free now.
     pub fn free(&self) -> usize {
-        self.max.saturating_sub(self.state().used)
+        self.max().saturating_sub(self.state().used)
     }
 
     pub fn in_use(&self) -> usize {

@@ -849,13 +849,24 @@ async function setLimits(ev) {
   const body = {};
   const up = $('upload-limit').value.trim();
   const down = $('download-limit').value.trim();
+  const slots = $('upload-slots').value.trim();
   if (up) body.upload_limit = up;
   if (down) body.download_limit = down;
-  if (!up && !down) return;
+  if (slots) {
+    const n = Number(slots);
+    if (!Number.isInteger(n) || n < 1) {
+      showError(`Upload slots: ${slots} is not a whole number of 1 or more`);
+      return;
+    }
+    body.upload_slots = n;
+  }
+  if (!up && !down && !slots) return;
   const now = await act('The limits could not be changed', () => api('PATCH', '/api/settings', body));
   if (now) {
     $('upload-limit').value = '';
     $('download-limit').value = '';
+    $('upload-slots').value = '';
+    renderSettings(now);
     $('limits-now').textContent = `now: up ${now.upload_limit}, down ${now.download_limit}`;
     poll();
   }
