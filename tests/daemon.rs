@@ -481,3 +481,171 @@ async fn a_kept_api_token_survives_a_restart_and_a_readable_one_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// An ultrapeer sharing `files` with its uploads limited to `limit` bytes per second.
+async fn slow_source(tag: &str, files: &[(&str, &[u8])], limit: u64) -> servent::servent::Servent {
+    use servent::servent::{Servent, ServentConfig};
+    let share = temp_dir(tag);
+    std::fs::create_dir_all(&share).unwrap();
+    for (n, d) in files {
+        std::fs::write(share.join(n), d).unwrap();
+    }
+    let mut n = NodeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        temp_dir(&format!("{tag}-up")),
+    );
+    n.role = Role::Ultrapeer;
+    n.accept_private = true;
+    let mut cfg = ServentConfig::new(n);
+    cfg.shares = vec![share];
+    cfg.firewalled = Some(false);
+    cfg.upload_limit = limit;
+    Servent::start(cfg).await.unwrap()
+}
+
+#[async_std::test]
+async fn a_get_of_a_running_download_follows_it_and_ctrl_c_stops_a_daemons_search() {
+    use servent::wire::Sha1Urn;
+    let data = servent::cli::demo::sample(9, 1_000_000);
+    let urn = Sha1Urn::digest(&data).to_string();
+    let up = slow_source("attach", &[("lecture.ogg", &data)], 256 * 1024).await;
+    let home = temp_dir("attach-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let d = Daemon::start(&home, up.node().listen_addr()).await;
+    let cli = |args: &[&str]| {
+        let mut c = bin(&home);
+        c.args(args)
+            .args(["--api", &d.api])
+            .arg("--data-dir")
+            .arg(home.join("data"));
+        c
+    };
+    let added = d
+        .call(
+            "POST",
+            "/api/downloads",
+            Some(serde_json::json!({ "urn": urn })),
+        )
+        .await;
+    let id = added["id"].as_u64().unwrap();
+    // The same file asked again through the CLI: followed to its end, not refused.
+    let mut get = cli(&["get", &urn]);
+    let out = async_std::task::spawn_blocking(move || get.output().unwrap()).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("(download {id})")), "{err}");
+    assert!(err.contains("following it"), "{err}");
+    let path = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(std::fs::read(path.trim()).unwrap(), data);
+    assert_eq!(d.downloads().await.len(), 1, "no second download");
+
+    // Ctrl-C on a search through the daemon stops it there too.
+    let mut search = Reaped(
+        cli(&["search", "nothing", "matches", "--wait", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let running = || async {
+        let list = d.call("GET", "/api/searches", None).await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["query"] == "nothing matches" && s["running"] == true)
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !running().await {
+        assert!(Instant::now() < end, "the search started in the daemon");
+        async_std::task::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&search.0, "-INT");
+    let st = exit_within(&mut search.0, Duration::from_secs(5)).expect("search stopped");
+    assert!(st.success(), "{st:?}");
+    assert!(!running().await, "the daemon's search stopped with it");
+}
+
+#[async_std::test]
+async fn a_standalone_get_stops_on_sigterm_keeping_what_it_has_and_resumes() {
+    use servent::wire::Sha1Urn;
+    let data = servent::cli::demo::sample(10, 1_500_000);
+    let urn = Sha1Urn::digest(&data).to_string();
+    let up = slow_source("sigterm-get", &[("talk.ogg", &data)], 256 * 1024).await;
+    let peer = up.node().listen_addr().to_string();
+    let home = temp_dir("sigterm-get-home");
+    let dl = home.join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    let get = || {
+        let mut c = bin(&home);
+        c.args(["get", &urn, "--wait", "1", "--peer", &peer])
+            .arg("--out")
+            .arg(&dl)
+            .arg("--data-dir")
+            .arg(home.join("data"));
+        c
+    };
+    let mut first = Reaped(get().stderr(Stdio::piped()).spawn().unwrap());
+    let end = Instant::now() + Duration::from_secs(20);
+    while !dl.join(".talk.ogg.servent-state").exists() {
+        assert!(Instant::now() < end, "a chunk saved");
+        async_std::task::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&first.0, "-TERM");
+    let st = exit_within(&mut first.0, Duration::from_secs(5)).expect("get stopped");
+    assert_eq!(st.code(), Some(1), "an exit, not a kill: {st:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut first.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("the same command resumes it"), "{err}");
+    assert!(
+        dl.join(".talk.ogg.servent-state").exists(),
+        "its state kept"
+    );
+    let mut again = get();
+    let out = async_std::task::spawn_blocking(move || again.output().unwrap()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(dl.join("talk.ogg")).unwrap(), data);
+}
+
+#[async_std::test]
+async fn when_bootstrap_finds_nobody_the_log_says_so_once_with_what_to_do() {
+    let home = temp_dir("dry-home");
+    std::fs::create_dir_all(&home).unwrap();
+    // A UDP host cache that never answers and a GWebCache nobody listens on, both local.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gwc = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let log = home.join("stderr.log");
+    let mut child = Reaped(
+        bin(&home)
+            .args(["run", "--listen", "127.0.0.1:0", "--api", "off"])
+            .args(["--uhc", &silent.local_addr().unwrap().to_string()])
+            .args(["--gwc", &gwc])
+            .arg("--data-dir")
+            .arg(home.join("data"))
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let said = |text: &str| text.matches("found no peer that answers").count();
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut text = String::new();
+    while said(&text) == 0 {
+        assert!(Instant::now() < end, "no word about it: {text}");
+        async_std::task::sleep(Duration::from_millis(200)).await;
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    assert!(text.contains("--peer HOST:PORT"), "{text}");
+    // Said once, and the GWebCache's failure is not an error line of its own (it was one a
+    // minute).
+    async_std::task::sleep(Duration::from_secs(3)).await;
+    let _ = child.0.kill();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(said(&text), 1, "{text}");
+    assert!(!text.contains("GWebCache"), "{text}");
+}

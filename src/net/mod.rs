@@ -163,6 +163,8 @@ struct Inner {
     bootstrap: Vec<bootstrap::Service>,
     /// Which GWebCache is asked next.
     next_gwc: AtomicU64,
+    /// Bootstrap rounds since the last link: past the first, the services found us nobody.
+    dry_rounds: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -312,6 +314,7 @@ impl Node {
             accept_private: cfg.accept_private,
             bootstrap: cfg.bootstrap.clone(),
             next_gwc: AtomicU64::new(0),
+            dry_rounds: AtomicU64::new(0),
         });
         info!(
             "listening on {listen} as {} {} ({} known hosts, servent GUID {servent})",
@@ -568,11 +571,29 @@ async fn udp_loop(inner: Arc<Inner>) {
     }
 }
 
+/// How long the bootstrap services have to find us a peer before we say they did not.
+const BOOTSTRAP_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Asks the bootstrap services for hosts; the core decides when (it has no ultrapeer and
 /// nobody left to dial, at most once a minute).
 fn bootstrap_round(inner: &Arc<Inner>) {
     if inner.bootstrap.is_empty() {
         return;
+    }
+    // Said once a dry spell, with what to do, rather than a resolver error every minute.
+    if inner.dry_rounds.fetch_add(1, Ordering::Relaxed) == 0 {
+        let inner = inner.clone();
+        task::spawn(async move {
+            task::sleep(BOOTSTRAP_PATIENCE).await;
+            let alone = lock(&inner.core).connections(Instant::now()).is_empty();
+            if alone && inner.dry_rounds.load(Ordering::Relaxed) > 0 {
+                warn!(
+                    "the bootstrap services found no peer that answers: give one with --peer \
+                     HOST:PORT (or POST /api/peers), or check that this machine reaches the \
+                     Internet; still asking once a minute"
+                );
+            }
+        });
     }
     // Every UDP host cache at once (cheap), and one GWebCache per round, in turn.
     let gwcs: Vec<&bootstrap::Service> = inner
@@ -598,7 +619,7 @@ fn bootstrap_round(inner: &Arc<Inner>) {
         task::spawn(async move {
             match bootstrap::fetch_gwc(&url).await {
                 Ok(hosts) => add_hosts(&inner, hosts, false),
-                Err(e) => info!("GWebCache failed: {e}"),
+                Err(e) => debug!("GWebCache {url} failed: {e}"),
             }
         });
     }
@@ -929,6 +950,7 @@ async fn run_link(
     {
         observe(&inner, overlay::Observation::UltrapeerNeeded(needed));
     }
+    inner.dry_rounds.store(0, Ordering::Relaxed);
     lock(&inner.core).handle(Event::Connected { id, info }, Instant::now(), &mut out);
     // Not yet proven reachable: ask the ultrapeer we dialled to connect back to our port
     // (BEAR/7, PROTOCOL.md §9). Its connection, when it comes, is the proof.
