@@ -159,6 +159,8 @@ struct Inner {
     incoming: Mutex<Option<Arc<dyn Incoming>>>,
     /// An incoming connection from outside proves we are reachable (PROTOCOL.md §9).
     reachable: AtomicBool,
+    /// Our address as the last peer's `Remote-IP` gave it.
+    external: Mutex<Option<std::net::Ipv4Addr>>,
     accept_private: bool,
     bootstrap: Vec<bootstrap::Service>,
     /// Which GWebCache is asked next.
@@ -311,6 +313,7 @@ impl Node {
             udp,
             incoming: Mutex::new(None),
             reachable: AtomicBool::new(false),
+            external: Mutex::new(None),
             accept_private: cfg.accept_private,
             bootstrap: cfg.bootstrap.clone(),
             next_gwc: AtomicU64::new(0),
@@ -773,12 +776,11 @@ async fn incoming(
         }
     };
     debug!("incoming {kind:?} from {peer}");
-    // An incoming connection proves we are reachable (PROTOCOL.md §9): from outside, or, when
-    // we listen on a loopback or private address (so only neighbours there can reach us at
-    // all), from such a neighbour.
-    let local_listen = inner.listen.ip().is_loopback() || inner.listen.ip().is_private();
+    // An incoming connection proves we are reachable when it comes from where our peers see
+    // us (PROTOCOL.md §9; `proves_reachable`).
+    let external = *lock(&inner.external);
     if let Some(p) = v4(peer)
-        && (local_listen || inner.accept_private || !(p.ip().is_loopback() || p.ip().is_private()))
+        && overlay::hosts::proves_reachable(*p.ip(), *inner.listen.ip(), external)
         && !inner.reachable.swap(true, Ordering::SeqCst)
     {
         info!("{peer} reached us: we are not firewalled");
@@ -907,6 +909,9 @@ async fn run_link(
     }
     // Learn our public address from the first peer that tells us, if we had none.
     if let Some(ip) = est.peer.remote_ip {
+        if !ip.is_unspecified() {
+            *lock(&inner.external) = Some(ip);
+        }
         let mut local = lock(&inner.local);
         if local.listen.is_none() && !ip.is_unspecified() {
             let me = SocketAddrV4::new(ip, inner.listen.port());

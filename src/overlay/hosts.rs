@@ -54,6 +54,23 @@ pub fn usable(addr: &SocketAddrV4, accept_private: bool) -> bool {
         && (accept_private || !local)
 }
 
+/// Whether an incoming connection from `peer` proves that the peers who see our address can
+/// reach us (PROTOCOL.md §9). One from outside does. One from this host does only when we
+/// listen on loopback (a network of one host). One from our own LAN does only when the peers
+/// see us at a LAN address too (`external`, what their `Remote-IP` said): a LAN-only network.
+/// Behind a home router a neighbour on the LAN reaches us where the Internet cannot, and taking
+/// its connection for proof dropped the push flag, so downloads from outside failed.
+pub fn proves_reachable(peer: Ipv4Addr, listen: Ipv4Addr, external: Option<Ipv4Addr>) -> bool {
+    let lan = |ip: Ipv4Addr| ip.is_private() || ip.is_link_local();
+    if peer.is_loopback() {
+        return listen.is_loopback();
+    }
+    if !lan(peer) {
+        return true;
+    }
+    external.is_some_and(|e| lan(e) || e.is_loopback())
+}
+
 impl HostCache {
     pub fn new(capacity: usize, accept_private: bool) -> Self {
         HostCache {
@@ -224,6 +241,25 @@ mod tests {
 
     fn a(s: &str) -> SocketAddrV4 {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_a_connection_from_where_peers_see_us_proves_we_are_reachable() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let home = ip("192.168.1.10");
+        let public = Some(ip("100.64.0.7"));
+        // Behind a home router: the Internet proves it, a neighbour on the LAN does not.
+        assert!(proves_reachable(ip("100.64.0.1"), home, public));
+        assert!(!proves_reachable(ip("192.168.1.20"), home, public));
+        assert!(!proves_reachable(ip("192.168.1.20"), home, None));
+        assert!(!proves_reachable(ip("169.254.3.4"), ip("0.0.0.0"), public));
+        // A LAN-only network: the peers see us at a LAN address.
+        assert!(proves_reachable(ip("192.168.1.20"), home, Some(home)));
+        // This host: only a node listening on loopback, whose whole network it is.
+        assert!(proves_reachable(ip("127.0.0.1"), ip("127.0.0.1"), None));
+        assert!(proves_reachable(ip("127.0.1.2"), ip("127.0.0.1"), None));
+        assert!(!proves_reachable(ip("127.0.0.1"), ip("0.0.0.0"), public));
+        assert!(!proves_reachable(ip("127.0.0.1"), home, public));
     }
 
     #[test]
