@@ -282,7 +282,9 @@ async fn status_connections_and_peers_have_their_documented_shape() {
     let mut want: Value = json!({
         "version": "string", "servent_guid": "string", "role": "string",
         "uptime_secs": "number", "listen": "string", "api": "string",
-        "firewalled": {"firewalled": "bool", "reason": "string"},
+        // Its peer said where it sees us, and reached us.
+        "firewalled": {"firewalled": "bool", "reason": "string", "external": "string",
+                       "external_votes": "number", "reached_by": "string"},
         "shares": {"files": "number", "bytes": "number"},
         "transfers": {"uploads_active": "number", "downloads_active": "number",
                       "bytes_uploaded": "number", "bytes_uploaded_partial": "number",
@@ -321,6 +323,14 @@ async fn status_connections_and_peers_have_their_documented_shape() {
     assert_eq!(st["listen"], s.node().listen_addr().to_string());
     assert_eq!(st["api"], ctl.addr().to_string());
     assert_eq!(st["firewalled"]["firewalled"], false);
+    assert_eq!(st["firewalled"]["external"], "127.0.0.1");
+    assert!(st["firewalled"]["external_votes"].as_u64() >= Some(1));
+    assert!(
+        st["firewalled"]["reached_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
 
     let conns = c.get("/api/connections").await.unwrap();
@@ -1096,6 +1106,11 @@ async fn the_cli_talks_to_a_running_daemon() {
     let text = cli(args(&["status"])).await;
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("as a leaf"), "{text}");
+    // The ultrapeer's Remote-IP, voted (one peer).
+    assert!(
+        text.contains("seen at       127.0.0.1 (by 1 peer)"),
+        "{text}"
+    );
     assert!(
         text.contains(&up.node().listen_addr().to_string()),
         "{text}"

@@ -262,6 +262,10 @@ fn a_leaf_behind_a_home_router_stays_firewalled_when_its_lan_neighbour_connects(
     std::thread::sleep(Duration::from_secs(2));
     let s = nat.leaf_status().expect("status");
     assert_eq!(firewalled(&s), Some(true), "firewalled by itself: {s}");
+    assert_eq!(
+        s["status"]["firewalled"]["external"], "100.64.0.254",
+        "the router's address, as the ultrapeer sees it: {s}"
+    );
 
     // A neighbour on the home LAN reaches it: that proves nothing about the Internet.
     nat.connect_from("rtr", "192.168.77.2", 6346);
@@ -307,4 +311,9 @@ fn a_leaf_behind_a_home_router_stays_firewalled_when_its_lan_neighbour_connects(
         "reachable once the Internet reached it: {}",
         nat.log("leaf")
     );
+    let s = nat.leaf_status().expect("status");
+    let by = s["status"]["firewalled"]["reached_by"]
+        .as_str()
+        .unwrap_or("");
+    assert!(by.starts_with("100.64.0.1:"), "proven from outside: {s}");
 }

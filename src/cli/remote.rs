@@ -91,6 +91,16 @@ pub async fn status(s: &Settings, json_out: bool) -> Result<(), String> {
         },
         str_of(&fw["reason"])
     );
+    if let Some(by) = fw["reached_by"].as_str() {
+        let _ = writeln!(o, "              proven by a connection from {by}");
+    }
+    if let Some(ext) = fw["external"].as_str() {
+        let _ = writeln!(
+            o,
+            "seen at       {ext} (by {})",
+            crate::text::count(num(&fw["external_votes"]), "peer", "peers")
+        );
+    }
     if let Some(r) = st.get("reputation") {
         let _ = writeln!(
             o,

@@ -674,6 +674,11 @@ async fn route(ctl: &Arc<Control>, req: Request<Incoming>, path: &str) -> Respon
 struct Firewall {
     firewalled: bool,
     reason: &'static str,
+    /// Our address as the peers see it, and how many of them say so.
+    external: Option<std::net::Ipv4Addr>,
+    external_votes: usize,
+    /// The connection from outside that proved us reachable.
+    reached_by: Option<SocketAddrV4>,
 }
 
 #[derive(Serialize)]
@@ -729,7 +734,13 @@ fn status(ctl: &Control) -> Status {
         uptime_secs: ctl.started.elapsed().as_secs(),
         listen: node.listen_addr(),
         api: ctl.addr,
-        firewalled: Firewall { firewalled, reason },
+        firewalled: Firewall {
+            firewalled,
+            reason,
+            external: node.external().map(|(ip, _)| ip),
+            external_votes: node.external().map_or(0, |(_, n)| n),
+            reached_by: node.reached_by(),
+        },
         reputation: node.reputation(),
         shares: ShareCount {
             files,

@@ -159,8 +159,10 @@ struct Inner {
     incoming: Mutex<Option<Arc<dyn Incoming>>>,
     /// An incoming connection from outside proves we are reachable (PROTOCOL.md §9).
     reachable: AtomicBool,
-    /// Our address as the last peer's `Remote-IP` gave it.
-    external: Mutex<Option<std::net::Ipv4Addr>>,
+    /// Our address as the peers' `Remote-IP` give it, voted.
+    external: Mutex<overlay::external::ExternalAddr>,
+    /// The connection that proved us reachable.
+    reached_by: Mutex<Option<SocketAddrV4>>,
     accept_private: bool,
     bootstrap: Vec<bootstrap::Service>,
     /// Which GWebCache is asked next.
@@ -313,7 +315,8 @@ impl Node {
             udp,
             incoming: Mutex::new(None),
             reachable: AtomicBool::new(false),
-            external: Mutex::new(None),
+            external: Mutex::new(Default::default()),
+            reached_by: Mutex::new(None),
             accept_private: cfg.accept_private,
             bootstrap: cfg.bootstrap.clone(),
             next_gwc: AtomicU64::new(0),
@@ -366,6 +369,16 @@ impl Node {
     /// Whether a connection from outside this host has reached us.
     pub fn reachable(&self) -> bool {
         self.inner.reachable.load(Ordering::SeqCst)
+    }
+
+    /// Our address as the peers see it (voted over their `Remote-IP`), and how many say so.
+    pub fn external(&self) -> Option<(std::net::Ipv4Addr, usize)> {
+        lock(&self.inner.external).get()
+    }
+
+    /// The incoming connection that proved us reachable, while we are.
+    pub fn reached_by(&self) -> Option<SocketAddrV4> {
+        *lock(&self.inner.reached_by)
     }
 
     /// Sends a Push towards `p.target` along the routes learnt from its hits.
@@ -778,11 +791,12 @@ async fn incoming(
     debug!("incoming {kind:?} from {peer}");
     // An incoming connection proves we are reachable when it comes from where our peers see
     // us (PROTOCOL.md §9; `proves_reachable`).
-    let external = *lock(&inner.external);
+    let external = lock(&inner.external).get().map(|(ip, _)| ip);
     if let Some(p) = v4(peer)
         && overlay::hosts::proves_reachable(*p.ip(), *inner.listen.ip(), external)
         && !inner.reachable.swap(true, Ordering::SeqCst)
     {
+        *lock(&inner.reached_by) = Some(p);
         info!("{peer} reached us: we are not firewalled");
         observe(inner, overlay::Observation::Reachable);
     }
@@ -909,8 +923,14 @@ async fn run_link(
     }
     // Learn our public address from the first peer that tells us, if we had none.
     if let Some(ip) = est.peer.remote_ip {
-        if !ip.is_unspecified() {
-            *lock(&inner.external) = Some(ip);
+        let before = lock(&inner.external).get().map(|(ip, _)| ip);
+        if let Some(now_seen) = lock(&inner.external).report(*addr.ip(), ip, Instant::now())
+            && let Some(was) = before
+        {
+            // Reachable at the old address says nothing of the new one: proven again.
+            info!("peers now see us at {now_seen} (was {was}): reachability is checked again");
+            inner.reachable.store(false, Ordering::SeqCst);
+            *lock(&inner.reached_by) = None;
         }
         let mut local = lock(&inner.local);
         if local.listen.is_none() && !ip.is_unspecified() {

@@ -9,6 +9,7 @@
 //! back to where it came from.
 
 pub mod dq;
+pub mod external;
 pub mod hosts;
 pub mod queue;
 pub mod reputation;

@@ -298,6 +298,8 @@ function renderStatus(s) {
   reach.replaceChildren(
     el('span', { class: fw.firewalled ? 'badge warn' : 'badge ok' }, fw.firewalled ? 'Firewalled' : 'Reachable'),
     fw.reason ? el('span', { class: 'muted' }, ` ${fw.reason}`) : null,
+    fw.reached_by ? el('span', { class: 'muted' }, ` (from ${fw.reached_by})`) : null,
+    fw.external ? el('span', { class: 'muted' }, `; peers see us at ${fw.external} (${plural(fw.external_votes || 0, 'peer')})`) : null,
   );
   $('status-listen').textContent = s.listen || '–';
   $('status-uptime').textContent = fmtDuration(s.uptime_secs);
