@@ -344,6 +344,12 @@ impl Servent {
             scanning: Default::default(),
         });
         node.set_incoming(Arc::new(Handler(shared.clone())));
+        let proxy_node = node.clone();
+        *shared
+            .uploads
+            .proxy
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(move |p| proxy_node.proxy_push(p)));
         if let Some(f) = cfg.firewalled {
             node.observe(Observation::Firewalled(f));
         }

@@ -1104,3 +1104,80 @@ async fn gtk_gnutella_is_served_a_tree_that_fits_its_first_read() {
     assert!(cut.depth() < full.depth());
     assert_eq!(cut, full.truncated(cut.depth()));
 }
+
+/// A push-proxy request to `up` (SWARM.md §5.3): the status line of its answer.
+async fn push_proxy_request(
+    up: SocketAddrV4,
+    path_query: &str,
+    x_node: Option<SocketAddrV4>,
+) -> String {
+    let node = x_node.map_or(String::new(), |a| format!("X-Node: {a}\r\n"));
+    let req = format!("GET {path_query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{node}\r\n");
+    let answer = raw_http(up, &req).await;
+    answer.lines().next().unwrap_or("").to_string()
+}
+
+#[async_std::test]
+async fn an_ultrapeer_is_push_proxy_for_its_firewalled_leaf() {
+    let up = servent(Role::Ultrapeer, &[], vec![], Some(false)).await;
+    let at = up.node().listen_addr();
+    let dir = share_dir("proxied", &[("behind the wall.txt", b"pushed to you")]);
+    let leaf = servent(Role::Leaf, &[at], vec![dir], Some(true)).await;
+    wait_links(leaf.node(), 1).await;
+    let guid = leaf.node().servent();
+    // The downloader listens where the leaf is to connect back.
+    let me = async_std::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let back = match me.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    };
+    let b32 = data_encoding::BASE32_NOPAD.encode(&guid.0);
+    let line = push_proxy_request(
+        at,
+        &format!("/gnutella/push-proxy?ServerId={b32}"),
+        Some(back),
+    )
+    .await;
+    assert_eq!(line, "HTTP/1.1 202 Push-proxy: message sent to node");
+    let (mut giv, _) = async_std::future::timeout(Duration::from_secs(5), me.accept())
+        .await
+        .expect("the leaf connects back")
+        .unwrap();
+    let mut got = [0u8; 64];
+    let n = async_std::future::timeout(Duration::from_secs(5), giv.read(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(
+        text.starts_with(&format!("GIV 0:{}/", guid.to_hex())),
+        "{text}"
+    );
+
+    // gtk-gnutella's other form, by hex; a servent nobody routes to; no X-Node.
+    let line = push_proxy_request(
+        at,
+        &format!("/gnet/push-proxy?guid={}", guid.to_hex()),
+        Some(back),
+    )
+    .await;
+    assert!(line.starts_with("HTTP/1.1 202"), "{line}");
+    let stranger = servent::wire::ServentId([7; 16]);
+    let line = push_proxy_request(
+        at,
+        &format!("/gnet/push-proxy?guid={}", stranger.to_hex()),
+        Some(back),
+    )
+    .await;
+    assert!(
+        line.starts_with("HTTP/1.1 410 Push proxy: no route"),
+        "{line}"
+    );
+    let line = push_proxy_request(at, &format!("/gnutella/push-proxy?ServerId={b32}"), None).await;
+    assert!(
+        line.starts_with("HTTP/1.1 400 Malformed push-proxy request"),
+        "{line}"
+    );
+}

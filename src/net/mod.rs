@@ -389,6 +389,14 @@ impl Node {
         sent
     }
 
+    /// Sends `p` as a push proxy for a downloader's HTTP request (SWARM.md §5.4).
+    pub fn proxy_push(&self, p: &crate::wire::Push<'_>) -> overlay::Proxied {
+        let mut out = Vec::new();
+        let how = lock(&self.inner.core).proxy_push(p, Instant::now(), &mut out);
+        dispatch(&self.inner, out);
+        how
+    }
+
     /// Tells the core something bearing on our reputation.
     pub fn observe(&self, o: overlay::Observation) {
         observe(&self.inner, o);

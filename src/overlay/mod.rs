@@ -11,6 +11,7 @@
 pub mod dq;
 pub mod external;
 pub mod hosts;
+mod pushproxy;
 pub mod queue;
 pub mod reputation;
 pub mod routes;
@@ -33,6 +34,7 @@ use crate::wire::{
 };
 
 pub use hosts::{HostCache, HostEntry};
+pub use pushproxy::Proxied;
 pub use reputation::{Observation, RoleMode, Score, Thresholds};
 pub use routes::{PushRoutes, RouteTable, Source};
 

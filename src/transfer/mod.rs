@@ -8,6 +8,7 @@ pub mod limit;
 pub mod magnet;
 pub mod plan;
 pub mod probe;
+pub mod pushproxy;
 pub mod records;
 pub mod slots;
 pub mod stall;

@@ -89,7 +89,12 @@ pub struct Uploads {
     pub peer_ranges: Mutex<lru::LruCache<(Sha1Urn, SocketAddrV4), RangeSet>>,
     /// The window over which a reader must keep up `stall::MIN_RATE` (shortened by tests).
     pub stall_window_ms: AtomicU64,
+    /// Sends a Push for a push-proxy request (the overlay's); none: we proxy for nobody.
+    pub proxy: RwLock<Option<PushProxy>>,
 }
+
+/// How the upload server hands a push-proxy request's Push to the overlay.
+pub type PushProxy = Arc<dyn Fn(&crate::wire::Push<'_>) -> crate::overlay::Proxied + Send + Sync>;
 
 /// Peers' ranges kept at once (in all: an address can only fill the entries of its own IP,
 /// and the oldest go first).
@@ -157,6 +162,7 @@ impl Uploads {
                 std::num::NonZeroUsize::new(PEER_RANGES).expect("> 0"),
             )),
             stall_window_ms: AtomicU64::new(stall::WINDOW.as_millis() as u64),
+            proxy: RwLock::new(None),
         }
     }
 
@@ -528,6 +534,38 @@ fn status(code: StatusCode, reason: &'static str) -> Response<Body> {
     r
 }
 
+/// A push-proxy request: the Push sent (or not) and gtk-gnutella's answer; the connection
+/// closes after it, as gtk-gnutella's does.
+fn push_proxy(up: &Uploads, req: &Request<Incoming>, peer: SocketAddrV4) -> Response<Body> {
+    use super::pushproxy;
+    let x_node = req.headers().get("X-Node").and_then(|v| v.to_str().ok());
+    let (code, reason) = match pushproxy::parse(req.uri().path(), req.uri().query(), x_node) {
+        Err(e) => (400, format!("Malformed push-proxy request: {e}")),
+        Ok(r) => {
+            let push = crate::wire::Push {
+                target: r.target,
+                index: r.index,
+                addr: r.to,
+                ggep: None,
+            };
+            let proxy = up.proxy.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let how = proxy.map_or(crate::overlay::Proxied::NoRoute, |f| f(&push));
+            debug!(
+                "push-proxy request from {peer} for {}: {how:?}",
+                r.target.to_hex()
+            );
+            pushproxy::answer(how, &r.target)
+        }
+    };
+    let mut resp = bodyless(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST));
+    if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
+        resp.extensions_mut().insert(r);
+    }
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 fn server_header() -> HeaderValue {
     HeaderValue::from_static(crate::handshake::USER_AGENT)
 }
@@ -618,6 +656,9 @@ async fn respond_inner(
     };
     if req.uri().path() == "/uri-res/N2X" {
         return thex_reply(up, req, peer, head);
+    }
+    if super::pushproxy::is_proxy_path(req.uri().path()) {
+        return push_proxy(up, req, peer);
     }
     let file = match lookup(up, req) {
         Lookup::Found(f) => f,
