@@ -773,11 +773,17 @@ impl Shared {
     }
 
     fn responder(&self) -> Responder {
+        let firewalled = self.is_firewalled();
         Responder {
             addr: self.node.advertised_addr(),
             speed_kbps: self.speed_kbps,
             servent: self.node.servent(),
-            firewalled: self.is_firewalled(),
+            firewalled,
+            push_proxies: if firewalled {
+                self.node.push_proxies()
+            } else {
+                Vec::new()
+            },
             busy: self.uploads.slots.busy(),
             uploaded: self
                 .uploads

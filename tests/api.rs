@@ -1323,6 +1323,7 @@ async fn pausing_stops_a_transfer_resuming_finishes_it_and_cancel_leaves_nothing
         firewalled: false,
         busy: false,
         uploaded: false,
+        push_proxies: Vec::new(),
     };
     for payload in query_hits(
         &shared

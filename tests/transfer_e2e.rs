@@ -1125,6 +1125,16 @@ async fn an_ultrapeer_is_push_proxy_for_its_firewalled_leaf() {
     let leaf = servent(Role::Leaf, &[at], vec![dir], Some(true)).await;
     wait_links(leaf.node(), 1).await;
     let guid = leaf.node().servent();
+    // The leaf asked its ultrapeer to be its push proxy (LIME/21) and it agreed (LIME/22).
+    let mut proxies = Vec::new();
+    for _ in 0..100 {
+        proxies = leaf.node().push_proxies();
+        if !proxies.is_empty() {
+            break;
+        }
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxies, vec![up.node().advertised_addr()]);
     // The downloader listens where the leaf is to connect back.
     let me = async_std::net::TcpListener::bind("127.0.0.1:0")
         .await

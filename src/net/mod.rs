@@ -389,6 +389,11 @@ impl Node {
         sent
     }
 
+    /// The ultrapeers that agreed to be our push proxies (a firewalled leaf's).
+    pub fn push_proxies(&self) -> Vec<SocketAddrV4> {
+        lock(&self.inner.core).push_proxies()
+    }
+
     /// Sends `p` as a push proxy for a downloader's HTTP request (SWARM.md §5.4).
     pub fn proxy_push(&self, p: &crate::wire::Push<'_>) -> overlay::Proxied {
         let mut out = Vec::new();

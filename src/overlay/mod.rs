@@ -268,6 +268,9 @@ struct Conn {
     connect_back_done: bool,
     qrp: Option<QrpReceiver>,
     received: u64,
+    /// We asked this ultrapeer to be our push proxy, and what it answered.
+    proxy_asked: bool,
+    push_proxy: Option<SocketAddrV4>,
 }
 
 /// One connection as status displays see it.
@@ -535,6 +538,8 @@ impl Overlay {
             triple(selector::TCP_CONNECT_BACK),
             triple(selector::QUERY_STATUS_REQUEST),
             triple(selector::QUERY_STATUS_RESPONSE),
+            triple(selector::PUSH_PROXY_REQUEST),
+            triple(selector::PUSH_PROXY_ACK),
         ]);
         let ms = Descriptor {
             muid: Guid([0; 16]),
@@ -572,8 +577,11 @@ impl Overlay {
                 connect_back_done: false,
                 qrp,
                 received: 0,
+                proxy_asked: false,
+                push_proxy: None,
             },
         );
+        self.ask_push_proxy(id, out);
         // A first ping learns hosts; with GGEP we ask for packed ultrapeers (SCP).
         let muid = self.rng.guid();
         let mut g = GgepBuilder::new();
@@ -1117,6 +1125,8 @@ impl Overlay {
                     .on_status((id, &muid, kept), &links, &mut self.rng, now, out);
             }
             VendorBody::HopsFlow { max_hops } => conn.hops_flow = max_hops,
+            VendorBody::PushProxyRequest => self.on_push_proxy_request(id, muid, out),
+            VendorBody::PushProxyAck { proxy } => self.on_push_proxy_ack(id, proxy),
             VendorBody::TcpConnectBack { port } if !conn.connect_back_done => {
                 conn.connect_back_done = true;
                 let addr = SocketAddrV4::new(*conn.info.addr.ip(), port);

@@ -257,7 +257,7 @@ impl Reputation {
         self.ended_links.push_back(lifetime);
     }
 
-    fn is_reachable(&self) -> bool {
+    pub fn is_reachable(&self) -> bool {
         match self.forced_firewalled {
             Some(f) => !f,
             None => self.reachable,

@@ -360,7 +360,9 @@ fn messages_supported_lists_only_what_we_act_on() {
             (crate::wire::VendorCode::BEAR, 4),
             (crate::wire::VendorCode::BEAR, 7),
             (crate::wire::VendorCode::BEAR, 11),
-            (crate::wire::VendorCode::BEAR, 12)
+            (crate::wire::VendorCode::BEAR, 12),
+            (crate::wire::VendorCode::LIME, 21),
+            (crate::wire::VendorCode::LIME, 22)
         ]
     );
 }

@@ -63,7 +63,7 @@ pub const RESULTS_PER_HIT: usize = 10;
 pub const HIT_BYTES: usize = 2048;
 
 /// What a hit says about us.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Responder {
     pub addr: SocketAddrV4,
     pub speed_kbps: u32,
@@ -74,6 +74,8 @@ pub struct Responder {
     pub busy: bool,
     /// We have completed an upload.
     pub uploaded: bool,
+    /// Our push proxies, listed in GGEP `PUSH` when we are firewalled.
+    pub push_proxies: Vec<SocketAddrV4>,
 }
 
 fn result_ext(f: &Offer<'_>) -> Vec<u8> {
@@ -112,12 +114,27 @@ fn result_ext(f: &Offer<'_>) -> Vec<u8> {
 /// QueryHit payloads listing `files`, split so no hit has more than [`RESULTS_PER_HIT`] results
 /// or much more than [`HIT_BYTES`].
 pub fn query_hits(files: &[Offer<'_>], me: &Responder) -> Vec<Vec<u8>> {
+    // A firewalled servent's push proxies, in the private area's GGEP block (gtk-gnutella's
+    // `PUSH`: IPv4 big-endian and port little-endian, 6 bytes each).
+    let private = if me.firewalled && !me.push_proxies.is_empty() {
+        let mut v = Vec::with_capacity(6 * me.push_proxies.len());
+        for p in &me.push_proxies {
+            v.extend_from_slice(&p.ip().octets());
+            v.extend_from_slice(&p.port().to_le_bytes());
+        }
+        let mut g = crate::wire::ggep::GgepBuilder::new();
+        g.push("PUSH", &v, crate::wire::ggep::Encoding::default())
+            .expect("valid id");
+        g.finish()
+    } else {
+        Vec::new()
+    };
     let flags = QhdFlags {
         push: me.firewalled,
         busy: me.busy,
         uploaded: me.uploaded,
         measured_speed: false,
-        ggep: false,
+        ggep: !private.is_empty(),
     }
     .to_ab();
     let mut out = Vec::new();
@@ -129,7 +146,7 @@ pub fn query_hits(files: &[Offer<'_>], me: &Responder) -> Vec<Vec<u8>> {
             trailer: Trailer::Qhd(Qhd {
                 vendor: VendorCode::SRVT,
                 open_data: &flags,
-                private: &[],
+                private: &private,
             }),
             servent: me.servent,
         };
@@ -182,6 +199,7 @@ mod tests {
             firewalled: true,
             busy: false,
             uploaded: true,
+            push_proxies: Vec::new(),
         };
         let hits = query_hits(&refs, &me);
         assert_eq!(hits.len(), 3);
@@ -201,5 +219,39 @@ mod tests {
             }
         }
         assert_eq!(seen, 24);
+    }
+
+    #[test]
+    fn a_firewalled_servent_lists_its_push_proxies_in_ggep_push() {
+        let files = [file(1, "behind.txt", 10)];
+        let refs: Vec<Offer<'_>> = files.iter().map(Offer::from).collect();
+        let proxies: Vec<SocketAddrV4> = vec![
+            "100.64.0.1:6346".parse().unwrap(),
+            "100.64.0.2:6347".parse().unwrap(),
+        ];
+        let mut me = Responder {
+            addr: "192.168.77.2:6346".parse().unwrap(),
+            speed_kbps: 1000,
+            servent: ServentId([7; 16]),
+            firewalled: true,
+            busy: false,
+            uploaded: false,
+            push_proxies: proxies.clone(),
+        };
+        let hit = &query_hits(&refs, &me)[0];
+        let h = QueryHit::decode(hit).unwrap();
+        assert!(h.flags().unwrap().push);
+        let qhd = h.trailer.qhd().unwrap();
+        let g = crate::wire::ggep::Ggep::parse_all(qhd.private).unwrap();
+        // IPv4 big-endian, port little-endian (SWARM.md §5.2).
+        assert_eq!(
+            g.value("PUSH").unwrap().as_ref(),
+            [100, 64, 0, 1, 0xCA, 0x18, 100, 64, 0, 2, 0xCB, 0x18]
+        );
+        // Reachable, it lists none (and sets no GGEP flag).
+        me.firewalled = false;
+        let h2 = query_hits(&refs, &me);
+        let h = QueryHit::decode(&h2[0]).unwrap();
+        assert!(h.trailer.qhd().unwrap().private.is_empty());
     }
 }
