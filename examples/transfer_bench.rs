@@ -129,6 +129,7 @@ fn download_child(a: &[String]) {
                 name: NAME.into(),
                 servent: ServentId::random(),
                 push: false,
+                proxies: Vec::new(),
             }],
             tth: None,
         };

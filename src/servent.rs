@@ -94,6 +94,7 @@ pub fn found_in_hit(msg: &[u8]) -> Vec<Found> {
     // Hits from private or loopback addresses are treated as firewalled by gtk-gnutella; we
     // still try them directly first and push when that fails.
     let push = h.flags().is_some_and(|f| f.push);
+    let proxies = push_proxies_of(&h);
     h.results
         .iter()
         .filter_map(|r| {
@@ -110,9 +111,38 @@ pub fn found_in_hit(msg: &[u8]) -> Vec<Found> {
                     name: r.name.to_string_lossy().into_owned(),
                     servent: h.servent,
                     push,
+                    proxies: proxies.clone(),
                 },
             })
         })
+        .collect()
+}
+
+/// The push proxies a hit's QHD names (GGEP `PUSH` in its private area: IPv4 big-endian,
+/// port little-endian, 6 bytes each), at most [`crate::overlay::pushproxy::MAX_PROXIES`]; a
+/// malformed block names none.
+fn push_proxies_of(h: &crate::wire::QueryHit<'_>) -> Vec<SocketAddrV4> {
+    let Some(qhd) = h.trailer.qhd() else {
+        return Vec::new();
+    };
+    let Ok(g) = crate::wire::ggep::Ggep::parse_all(qhd.private) else {
+        return Vec::new();
+    };
+    let Some(v) = g.value("PUSH") else {
+        return Vec::new();
+    };
+    if !v.len().is_multiple_of(6) {
+        return Vec::new();
+    }
+    v.chunks_exact(6)
+        .map(|c| {
+            SocketAddrV4::new(
+                std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]),
+                u16::from_le_bytes([c[4], c[5]]),
+            )
+        })
+        .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+        .take(crate::overlay::pushproxy::MAX_PROXIES)
         .collect()
 }
 
@@ -966,6 +996,42 @@ async fn push_upload(shared: Arc<Shared>, addr: SocketAddrV4, index: u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_hits_push_proxies_become_its_sources_proxies() {
+        use crate::share::hits::{Offer, Responder, query_hits};
+        let f = crate::share::SharedFile {
+            index: crate::wire::FileIndex(3),
+            path: "x".into(),
+            name: "behind.txt".into(),
+            size: 5,
+            mtime: 0,
+            sha1: crate::wire::Sha1Urn::digest(b"hello"),
+            tth: None,
+        };
+        let proxy: std::net::SocketAddrV4 = "100.64.0.1:6346".parse().unwrap();
+        let me = Responder {
+            addr: "192.168.77.2:6346".parse().unwrap(),
+            speed_kbps: 1000,
+            servent: crate::wire::ServentId([7; 16]),
+            firewalled: true,
+            busy: false,
+            uploaded: false,
+            push_proxies: vec![proxy],
+        };
+        let payload = &query_hits(&[Offer::from(&f)], &me)[0];
+        let msg = crate::overlay::raw_descriptor(
+            crate::wire::Guid([1; 16]),
+            crate::wire::PayloadType::QueryHit,
+            3,
+            1,
+            payload,
+        );
+        let found = super::found_in_hit(&msg);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].source.push);
+        assert_eq!(found[0].source.proxies, vec![proxy]);
+    }
+
     #[test]
     fn a_name_gives_the_words_a_query_carries() {
         assert_eq!(

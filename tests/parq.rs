@@ -277,6 +277,7 @@ async fn a_servent_queued_by_another_keeps_its_id_and_is_served_when_its_turn_co
             name: "movie.mkv".into(),
             servent: servent::wire::ServentId([0; 16]),
             push: false,
+            proxies: Vec::new(),
         }],
         tth: None,
     };

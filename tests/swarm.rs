@@ -67,6 +67,7 @@ fn spec_from(seed: &Servent, name: &str, data: &[u8]) -> Spec {
             name: name.into(),
             servent: seed.node().servent(),
             push: false,
+            proxies: Vec::new(),
         }],
         tth: f.tth,
     }

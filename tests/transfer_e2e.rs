@@ -357,6 +357,7 @@ async fn one_corrupt_chunk_is_caught_by_the_tree_at_that_chunk_and_fetched_again
         name: "album.flac".into(),
         servent,
         push: false,
+        proxies: Vec::new(),
     };
     let spec = Spec {
         urn,
@@ -403,6 +404,7 @@ async fn a_download_no_source_offers_a_tree_for_gets_its_own_from_the_slices_it_
             name: "no tree.bin".into(),
             servent: ServentId([3; 16]),
             push: false,
+            proxies: Vec::new(),
         }],
         tth: None,
     };
@@ -484,6 +486,7 @@ async fn a_dead_source_is_named_in_x_nalt_to_the_others() {
         name: "nalt.bin".into(),
         servent: ServentId([n; 16]),
         push: false,
+        proxies: Vec::new(),
     };
     let spec = Spec {
         urn,
@@ -530,6 +533,7 @@ async fn a_source_sending_wrong_bytes_is_detected_and_dropped() {
                 name: "song.flac".into(),
                 servent: ServentId([1; 16]),
                 push: false,
+                proxies: Vec::new(),
             },
             Source {
                 addr: good.node().listen_addr(),
@@ -537,6 +541,7 @@ async fn a_source_sending_wrong_bytes_is_detected_and_dropped() {
                 name: "song.flac".into(),
                 servent: good.node().servent(),
                 push: false,
+                proxies: Vec::new(),
             },
         ],
         tth: None,
@@ -780,6 +785,7 @@ async fn an_interrupted_download_resumes_from_its_saved_state() {
             name: "long.mkv".into(),
             servent: up.node().servent(),
             push: false,
+            proxies: Vec::new(),
         }],
         tth: None,
     };
@@ -923,6 +929,7 @@ async fn a_partial_source_is_asked_only_for_the_ranges_it_has() {
                 name: "album.zip".into(),
                 servent: ServentId([3; 16]),
                 push: false,
+                proxies: Vec::new(),
             },
             Source {
                 addr: full.node().listen_addr(),
@@ -930,6 +937,7 @@ async fn a_partial_source_is_asked_only_for_the_ranges_it_has() {
                 name: "album.zip".into(),
                 servent: full.node().servent(),
                 push: false,
+                proxies: Vec::new(),
             },
         ],
         tth: None,
@@ -1190,4 +1198,33 @@ async fn an_ultrapeer_is_push_proxy_for_its_firewalled_leaf() {
         line.starts_with("HTTP/1.1 400 Malformed push-proxy request"),
         "{line}"
     );
+
+    // A downloader linked to nobody (no overlay path at all) gets the file through the push
+    // proxy its hit named.
+    let getter = servent(Role::Leaf, &[], vec![], Some(false)).await;
+    let f = leaf.library().read().unwrap().files()[0].clone();
+    let spec = Spec {
+        urn: f.sha1,
+        size: f.size,
+        name: f.name.clone(),
+        sources: vec![Source {
+            addr: leaf.node().advertised_addr(),
+            index: f.index,
+            name: f.name.clone(),
+            servent: guid,
+            push: true,
+            proxies: proxies.clone(),
+        }],
+        tth: None,
+    };
+    let out = temp_dir("proxied-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let path = async_std::future::timeout(
+        Duration::from_secs(20),
+        getter.download(spec, &out, &Progress::default()),
+    )
+    .await
+    .expect("in time")
+    .expect("downloaded through the push proxy");
+    assert_eq!(std::fs::read(path).unwrap(), b"pushed to you");
 }

@@ -11,7 +11,7 @@
 pub mod dq;
 pub mod external;
 pub mod hosts;
-mod pushproxy;
+pub mod pushproxy;
 pub mod queue;
 pub mod reputation;
 pub mod routes;

@@ -56,6 +56,9 @@ pub struct Source {
     pub servent: ServentId,
     /// Its hit said it is firewalled: go through Push.
     pub push: bool,
+    /// Its push proxies (its hit's GGEP `PUSH`): asked over HTTP to push when we must.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<SocketAddrV4>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -305,6 +308,7 @@ impl<'a> Dl<'a> {
                 // An alt-loc carries no GUID: it is reached directly or not at all.
                 servent: ServentId([0; 16]),
                 push: false,
+                proxies: Vec::new(),
             };
             if let Some(si) = p.add_source(src, true) {
                 debug!("{}: new source {a} from the mesh", self.spec.name);
@@ -1685,6 +1689,23 @@ async fn open(ctx: &Context, src: &Source) -> io::Result<TcpStream> {
         addr: me,
         ggep: None,
     });
+    // Its push proxies too: they reach it when the path its hit came by is gone.
+    let mut proxied = false;
+    for p in src
+        .proxies
+        .iter()
+        .take(crate::overlay::pushproxy::MAX_PROXIES)
+    {
+        match super::pushproxy::ask(*p, src.servent, src.index, me).await {
+            Ok(code) => {
+                info!("push proxy {p} pushed to {} for us ({code})", src.servent);
+                proxied = true;
+                break;
+            }
+            Err(e) => debug!("push proxy {p} for {}: {e}", src.servent),
+        }
+    }
+    let sent = sent || proxied;
     if !sent {
         return Err(fail(
             io::ErrorKind::NotConnected,

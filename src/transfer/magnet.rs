@@ -78,6 +78,7 @@ impl Magnet {
                     name: name.clone(),
                     servent: ServentId([0; 16]),
                     push: false,
+                    proxies: Vec::new(),
                 })
                 .collect(),
             tth: self.tth,

@@ -534,6 +534,7 @@ mod tests {
             name: "f".into(),
             servent: ServentId([port as u8; 16]),
             push: false,
+            proxies: Vec::new(),
         }
     }
 

@@ -78,6 +78,58 @@ fn base32_guid(v: &str) -> Result<ServentId, ProxyError> {
     Ok(ServentId(b))
 }
 
+/// How long a push proxy has to answer.
+pub const PROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks the push proxy at `proxy` to push `target` to connect back to `me` for `index`, as
+/// gtk-gnutella's `cproxy_http_request` does; the status when it sent the Push (202, 203).
+pub async fn ask(
+    proxy: SocketAddrV4,
+    target: ServentId,
+    index: FileIndex,
+    me: SocketAddrV4,
+) -> std::io::Result<u16> {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let io = |m: String| std::io::Error::other(m);
+    let exchange = async {
+        let mut s = async_std::net::TcpStream::connect(proxy).await?;
+        let id = data_encoding::BASE32_NOPAD.encode(&target.0);
+        let req = format!(
+            "GET /gnutella/push-proxy?ServerId={id}&file={} HTTP/1.1\r\nHost: {proxy}\r\n\
+             User-Agent: {}\r\nConnection: close\r\nX-Node: {me}\r\n\r\n",
+            index.0,
+            crate::handshake::USER_AGENT
+        );
+        s.write_all(req.as_bytes()).await?;
+        // The status line is all we read (gtk-gnutella never reads the body).
+        let mut head = [0u8; 128];
+        let mut got = 0;
+        while got < head.len() && !head[..got].contains(&b'\n') {
+            let n = s.read(&mut head[got..]).await?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..got]).into_owned())
+    };
+    let line = async_std::future::timeout(PROXY_TIMEOUT, exchange)
+        .await
+        .map_err(|_| io(format!("no answer in {} s", PROXY_TIMEOUT.as_secs())))??;
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io(format!("not an HTTP answer: {:?}", line.lines().next())))?;
+    match code {
+        202 | 203 => Ok(code),
+        _ => Err(io(format!(
+            "answered {}",
+            line.lines().next().unwrap_or("").trim()
+        ))),
+    }
+}
+
 /// The status and reason phrase gtk-gnutella answers with.
 pub fn answer(how: Proxied, target: &ServentId) -> (u16, String) {
     match how {
