@@ -374,6 +374,21 @@ impl Servent {
             scanning: Default::default(),
         });
         node.set_incoming(Arc::new(Handler(shared.clone())));
+        let fw = Arc::downgrade(&shared);
+        *shared
+            .uploads
+            .fw_node
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(move || {
+            let s = fw.upgrade()?;
+            s.is_firewalled().then(|| {
+                (
+                    s.node.servent(),
+                    s.node.advertised_addr(),
+                    s.node.push_proxies(),
+                )
+            })
+        }));
         let proxy_node = node.clone();
         *shared
             .uploads

@@ -1143,6 +1143,29 @@ async fn an_ultrapeer_is_push_proxy_for_its_firewalled_leaf() {
         async_std::task::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(proxies, vec![up.node().advertised_addr()]);
+    // Every answer of the firewalled leaf says how to push to it, errors too; the reachable
+    // ultrapeer's do not.
+    let get = "GET /get/99/none HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let a = raw_http(leaf.node().listen_addr(), get)
+        .await
+        .to_lowercase();
+    let me = leaf.node().advertised_addr();
+    let info = format!(
+        "x-fw-node-info: {}; {}:{}",
+        guid.to_hex(),
+        me.port(),
+        me.ip()
+    );
+    assert!(a.starts_with("http/1.1 404") && a.contains(&info), "{a}");
+    assert!(
+        a.contains(&format!("x-push-proxies: {}", proxies[0])),
+        "{a}"
+    );
+    let a = raw_http(at, get).await.to_lowercase();
+    assert!(
+        !a.contains("x-fw-node-info") && !a.contains("x-push-proxies"),
+        "{a}"
+    );
     // The downloader listens where the leaf is to connect back.
     let me = async_std::net::TcpListener::bind("127.0.0.1:0")
         .await

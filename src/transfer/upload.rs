@@ -91,7 +91,15 @@ pub struct Uploads {
     pub stall_window_ms: AtomicU64,
     /// Sends a Push for a push-proxy request (the overlay's); none: we proxy for nobody.
     pub proxy: RwLock<Option<PushProxy>>,
+    /// Who we are when firewalled (GUID, address, push proxies), for every answer's
+    /// `X-FW-Node-Info` and `X-Push-Proxies`; none while reachable.
+    pub fw_node: RwLock<Option<FwNode>>,
 }
+
+/// Our firewalled identity now, if we are firewalled.
+pub type FwNode = Arc<
+    dyn Fn() -> Option<(crate::wire::ServentId, SocketAddrV4, Vec<SocketAddrV4>)> + Send + Sync,
+>;
 
 /// How the upload server hands a push-proxy request's Push to the overlay.
 pub type PushProxy = Arc<dyn Fn(&crate::wire::Push<'_>) -> crate::overlay::Proxied + Send + Sync>;
@@ -163,6 +171,7 @@ impl Uploads {
             )),
             stall_window_ms: AtomicU64::new(stall::WINDOW.as_millis() as u64),
             proxy: RwLock::new(None),
+            fw_node: RwLock::new(None),
         }
     }
 
@@ -607,6 +616,21 @@ async fn respond(
 ) -> Response<Body> {
     let mut resp = respond_inner(up, &req, peer, conn).await;
     resp.headers_mut().insert(header::SERVER, server_header());
+    // Firewalled, every answer says how to push to us, errors too (gtk-gnutella's
+    // node_http_proxies_add): `X-FW-Node-Info` without proxies, `X-Push-Proxies` with them.
+    let fw = up.fw_node.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some((guid, me, proxies)) = fw.and_then(|f| f()) {
+        let h = resp.headers_mut();
+        insert(
+            h,
+            "X-FW-Node-Info",
+            &format!("{}; {}:{}", guid.to_hex(), me.port(), me.ip()),
+        );
+        if !proxies.is_empty() {
+            let list: Vec<String> = proxies.iter().map(ToString::to_string).collect();
+            insert(h, "X-Push-Proxies", &list.join(", "));
+        }
+    }
     // What we speak, as gtk-gnutella says it on a connection's first answer: PARQ 1.1.
     if !conn.features_sent.swap(true, Ordering::Relaxed) {
         resp.headers_mut()
