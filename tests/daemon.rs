@@ -243,6 +243,19 @@ impl Daemon {
         .await
     }
 
+    /// Waits until the daemon has a link, up to 20 s.
+    async fn linked(&self) {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let conns = self.call("GET", "/api/connections", None).await;
+            if conns.as_array().is_some_and(|a| !a.is_empty()) {
+                return;
+            }
+            assert!(Instant::now() < end, "the daemon never linked");
+            async_std::task::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn downloads(&self) -> Vec<serde_json::Value> {
         self.call("GET", "/api/downloads", None)
             .await
@@ -296,6 +309,7 @@ async fn downloads_outlive_a_restart_and_a_stray_partial_is_adopted() {
     let home = temp_dir("restart-home");
     std::fs::create_dir_all(&home).unwrap();
     let d1 = Daemon::start(&home, peer).await;
+    d1.linked().await;
     let add = |i: usize| serde_json::json!({ "urn": urn(i) });
     d1.call("POST", "/api/downloads", Some(add(0))).await;
     d1.until(&urn(0), |d| d["state"] == "done").await;
@@ -512,6 +526,7 @@ async fn a_get_of_a_running_download_follows_it_and_ctrl_c_stops_a_daemons_searc
     let home = temp_dir("attach-home");
     std::fs::create_dir_all(&home).unwrap();
     let d = Daemon::start(&home, up.node().listen_addr()).await;
+    d.linked().await;
     let cli = |args: &[&str]| {
         let mut c = bin(&home);
         c.args(args)

@@ -481,6 +481,12 @@ impl Downloads {
     }
 
     async fn find_sources(&self, urn: &Sha1Urn, name: Option<&str>) -> Result<Spec, String> {
+        // A search sent before we have a link goes nowhere (a download added at start, or
+        // resumed after a restart): wait for one first.
+        let linking = Instant::now() + SOURCE_WAIT;
+        while self.servent.node().connections().is_empty() && Instant::now() < linking {
+            async_std::task::sleep(Duration::from_millis(100)).await;
+        }
         let search = self.servent.search_urn_named(urn, name);
         let _stop = SearchGuard(&self.servent, search.muid);
         let mut specs = Vec::new();
