@@ -808,21 +808,6 @@ async fn metrics_are_prometheus_text() {
     assert!(samples.contains_key("servent_uploads_active"));
 }
 
-/// The binary with a clean environment: no settings file of the person running the tests, no
-/// `SERVENT_` variables of theirs.
-fn bin(config_home: &std::path::Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_servent"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SERVENT_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("XDG_CONFIG_HOME", config_home)
-        .env("HOME", config_home)
-        .env("RUST_LOG", "warn");
-    c
-}
-
 fn line_for<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()
         .find(|l| l.starts_with(&format!("{key} = ")))

@@ -13,21 +13,6 @@ use common::*;
 use servent::handshake::Role;
 use servent::net::{Node, NodeConfig};
 
-/// The binary with a clean environment: no settings file or `SERVENT_` variables of the person
-/// running the tests.
-fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_servent"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SERVENT_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("XDG_CONFIG_HOME", home)
-        .env("HOME", home)
-        .env("RUST_LOG", "warn");
-    c
-}
-
 /// Kills the child if the test ends before it does.
 struct Reaped(Child);
 

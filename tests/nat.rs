@@ -54,6 +54,13 @@ impl Nat {
         format!("{}{n}", self.prefix)
     }
 
+    /// A command run inside namespace `n`.
+    fn in_ns(&self, n: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(n), program]);
+        c
+    }
+
     /// The three namespaces wired and the router masquerading; `Err` says why not.
     fn build() -> Result<Nat, String> {
         let prefix = format!("sv{}", std::process::id() % 100_000);
@@ -131,8 +138,9 @@ impl Nat {
     /// `servent run` in namespace `n`, its stderr in `<dir>/<tag>.log`.
     fn servent(&mut self, n: &str, tag: &str, args: &[&str]) {
         let log = std::fs::File::create(self.dir.join(format!("{tag}.log"))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(n), SERVENT, "run"])
+        let child = self
+            .in_ns(n, SERVENT)
+            .arg("run")
             .args(args)
             .arg("--data-dir")
             .arg(self.dir.join(tag))
@@ -148,16 +156,9 @@ impl Nat {
 
     /// `servent status --json` of the leaf, run inside its namespace.
     fn leaf_status(&self) -> Option<serde_json::Value> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns("lan"),
-                SERVENT,
-                "status",
-                "--json",
-            ])
-            .args(["--api", "127.0.0.1:6347", "--data-dir"])
+        let out = self
+            .in_ns("lan", SERVENT)
+            .args(["status", "--json", "--api", "127.0.0.1:6347", "--data-dir"])
             .arg(self.dir.join("leaf"))
             .env("HOME", &self.dir)
             .env("XDG_CONFIG_HOME", &self.dir)
@@ -177,8 +178,9 @@ impl Nat {
             "exec 3<>/dev/tcp/{ip}/{port} && printf 'HEAD / HTTP/1.1\\r\\nHost: x\\r\\n\
              Connection: close\\r\\n\\r\\n' >&3 && timeout 3 cat <&3 >/dev/null"
         );
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &self.ns(n), "bash", "-c", &script])
+        let _ = self
+            .in_ns(n, "bash")
+            .args(["-c", &script])
             .stderr(Stdio::null())
             .status();
     }

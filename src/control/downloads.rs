@@ -151,6 +151,43 @@ struct Entry {
 }
 
 impl Entry {
+    /// An entry with no task running yet, from what the list's file keeps; `done` bytes of it
+    /// are saved already.
+    fn idle(s: Saved, done: u64) -> Entry {
+        let progress = Arc::new(Progress::default());
+        if let Some(spec) = &s.spec {
+            progress.total.store(spec.size, Ordering::Relaxed);
+        }
+        progress.done.store(done, Ordering::Relaxed);
+        Entry {
+            id: s.id,
+            urn: s.urn,
+            name: s.name,
+            spec: s.spec,
+            state: s.state,
+            progress,
+            run: (Instant::now(), 0),
+            path: s.path,
+            error: s.error,
+            stop: None,
+            generation: 0,
+            task: false,
+        }
+    }
+
+    /// What the list's file keeps of it.
+    fn saved(&self) -> Saved {
+        Saved {
+            id: self.id,
+            urn: self.urn,
+            name: self.name.clone(),
+            spec: self.spec.clone(),
+            state: self.state,
+            path: self.path.clone(),
+            error: self.error.clone(),
+        }
+    }
+
     fn view(&self) -> View {
         let (swarm, chunks) = self.progress.detail();
         let bytes = self.progress.done.load(Ordering::Relaxed);
@@ -218,31 +255,15 @@ impl Downloads {
         });
         let mut list = me.lock();
         for s in saved.into_iter().take(MAX_DOWNLOADS) {
-            let progress = Arc::new(Progress::default());
-            if let Some(spec) = &s.spec {
-                progress.total.store(spec.size, Ordering::Relaxed);
-                let have = if s.state == State::Done {
+            let done = s.spec.as_ref().map_or(0, |spec| {
+                if s.state == State::Done {
                     spec.size
                 } else {
                     download::saved_bytes(&me.dir, &spec.name, &spec.urn)
-                };
-                progress.done.store(have, Ordering::Relaxed);
-            }
-            me.next.fetch_max(s.id + 1, Ordering::Relaxed);
-            list.push(Entry {
-                id: s.id,
-                urn: s.urn,
-                name: s.name,
-                spec: s.spec,
-                state: s.state,
-                progress,
-                run: (Instant::now(), 0),
-                path: s.path,
-                error: s.error,
-                stop: None,
-                generation: 0,
-                task: false,
+                }
             });
+            me.next.fetch_max(s.id + 1, Ordering::Relaxed);
+            list.push(Entry::idle(s, done));
         }
         me.adopt(&mut list);
         let mut resumed = 0;
@@ -290,40 +311,31 @@ impl Downloads {
                 crate::text::human(have),
                 crate::text::human(spec.size)
             );
-            let progress = Arc::new(Progress::default());
-            progress.total.store(spec.size, Ordering::Relaxed);
-            progress.done.store(have, Ordering::Relaxed);
-            list.push(Entry {
+            let saved = Saved {
                 id,
                 urn: spec.urn,
                 name: Some(spec.name.clone()),
                 spec: Some(spec),
                 state: State::Paused,
-                progress,
-                run: (Instant::now(), 0),
                 path: None,
                 error: None,
-                stop: None,
-                generation: 0,
-                task: false,
-            });
+            };
+            list.push(Entry::idle(saved, have));
+        }
+    }
+
+    /// Removes what `e` left in the download folder (its partial file and state).
+    fn discard_partial(&self, e: &Entry) {
+        if let Some(s) = &e.spec
+            && let Err(err) = download::discard(&self.dir, &s.name)
+        {
+            log::warn!("cannot remove the partial download of {}: {err}", s.name);
         }
     }
 
     /// Writes the list (atomically: a crash leaves the old one or the new one).
     fn save(&self, list: &[Entry]) {
-        let saved: Vec<Saved> = list
-            .iter()
-            .map(|e| Saved {
-                id: e.id,
-                urn: e.urn,
-                name: e.name.clone(),
-                spec: e.spec.clone(),
-                state: e.state,
-                path: e.path.clone(),
-                error: e.error.clone(),
-            })
-            .collect();
+        let saved: Vec<Saved> = list.iter().map(Entry::saved).collect();
         let r = serde_json::to_vec_pretty(&saved)
             .map_err(std::io::Error::other)
             .and_then(|b| crate::store::write_atomic(&self.file, &b));
@@ -389,24 +401,18 @@ impl Downloads {
         if let (Some(s), Some(n)) = (spec.as_mut(), name.as_ref()) {
             s.name = n.clone();
         }
-        let progress = Arc::new(Progress::default());
-        if let Some(s) = &spec {
-            progress.total.store(s.size, Ordering::Relaxed);
-        }
-        let entry = Entry {
-            id,
-            urn,
-            name: name.or_else(|| spec.as_ref().map(|s| s.name.clone())),
-            spec,
-            state: State::Searching,
-            progress,
-            run: (Instant::now(), 0),
-            path: None,
-            error: None,
-            stop: None,
-            generation: 0,
-            task: false,
-        };
+        let entry = Entry::idle(
+            Saved {
+                id,
+                urn,
+                name: name.or_else(|| spec.as_ref().map(|s| s.name.clone())),
+                spec,
+                state: State::Searching,
+                path: None,
+                error: None,
+            },
+            0,
+        );
         list.push(entry);
         let view = self.launch(list.last_mut().expect("just pushed"));
         self.save(&list);
@@ -536,11 +542,8 @@ impl Downloads {
             // Stopped by pause or cancel, which set the state already.
             None => {}
         }
-        if e.state == State::Cancelled
-            && let Some(s) = &e.spec
-            && let Err(err) = download::discard(&self.dir, &s.name)
-        {
-            log::warn!("cannot remove the partial download of {}: {err}", s.name);
+        if e.state == State::Cancelled {
+            self.discard_partial(e);
         }
         self.save(&list);
     }
@@ -606,13 +609,7 @@ impl Downloads {
             Some(stop) => {
                 let _ = stop.try_send(());
             }
-            None if was != State::Cancelled => {
-                if let Some(s) = &e.spec
-                    && let Err(err) = download::discard(&self.dir, &s.name)
-                {
-                    log::warn!("cannot remove the partial download of {}: {err}", s.name);
-                }
-            }
+            None if was != State::Cancelled => self.discard_partial(e),
             None => {}
         }
         let view = e.view();
@@ -633,11 +630,8 @@ impl Downloads {
         if !e.state.finished() || e.task {
             return Err(DownloadError::NotFinished(id, e.state));
         }
-        if matches!(e.state, State::Failed | State::Cancelled)
-            && let Some(s) = &e.spec
-            && let Err(err) = download::discard(&self.dir, &s.name)
-        {
-            log::warn!("cannot remove the partial download of {}: {err}", s.name);
+        if matches!(e.state, State::Failed | State::Cancelled) {
+            self.discard_partial(e);
         }
         let view = list.remove(at).view();
         self.save(&list);

@@ -936,10 +936,12 @@ async fn run_link(
     }
     // Learn our public address from the first peer that tells us, if we had none.
     if let Some(ip) = est.peer.remote_ip {
-        let before = lock(&inner.external).get().map(|(ip, _)| ip);
-        if let Some(now_seen) = lock(&inner.external).report(*addr.ip(), ip, Instant::now())
-            && let Some(was) = before
-        {
+        let moved = {
+            let mut ext = lock(&inner.external);
+            let was = ext.get().map(|(ip, _)| ip);
+            ext.report(*addr.ip(), ip, Instant::now()).zip(was)
+        };
+        if let Some((now_seen, was)) = moved {
             // Reachable at the old address says nothing of the new one: proven again.
             info!("peers now see us at {now_seen} (was {was}): reachability is checked again");
             inner.reachable.store(false, Ordering::SeqCst);

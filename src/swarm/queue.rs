@@ -261,18 +261,8 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
         };
         match self.policy {
             Policy::Fifo => {
-                let (position, length) = self.parq.position(&id, now, |_| 0u8, |_| false);
-                // Never 0: that rank's slots are kept for it between requests (unchoked).
-                let seq = 1 + self.parq.get(&id).map_or(0, |e| e.seq);
-                if position as usize <= free {
-                    return Admit::Serve {
-                        id,
-                        grant: Grant::Turn,
-                        priority: seq,
-                    };
-                }
-                let retry = retry_for(position, self.slots);
-                Admit::Queue(self.place(id, position, length, retry, now, Some(seq)))
+                let place = self.parq.position(&id, now, |_| 0u8, |_| false);
+                self.in_turn(id, place, free, now)
             }
             Policy::TitForTat if ask.seeding => self.admit_seeding(ask, id, free, now),
             Policy::TitForTat => {
@@ -326,11 +316,20 @@ impl<F: Clone + PartialEq> UploadQueue<F> {
     fn admit_seeding(&mut self, ask: &Ask<F>, id: QueueId, free: usize, now: Instant) -> Admit {
         self.choker.spreads(ask.who, ask.spreads, now);
         let choker = &self.choker;
-        let (position, length) =
-            self.parq
-                .position(&id, now, |e| !choker.spreading(&e.who), |_| false);
+        let place = self
+            .parq
+            .position(&id, now, |e| !choker.spreading(&e.who), |_| false);
+        let free = free.saturating_sub(self.kept(now));
+        self.in_turn(id, place, free, now)
+    }
+
+    /// A request served in its turn: now when its `(position, length)` in the line is within
+    /// the `free` slots, else queued there, waiting for a handover in arrival order.
+    fn in_turn(&mut self, id: QueueId, place: (u32, u32), free: usize, now: Instant) -> Admit {
+        let (position, length) = place;
+        // Never 0: that rank's slots are kept for it between requests (unchoked).
         let seq = 1 + self.parq.get(&id).map_or(0, |e| e.seq);
-        if position as usize <= free.saturating_sub(self.kept(now)) {
+        if position as usize <= free {
             return Admit::Serve {
                 id,
                 grant: Grant::Turn,

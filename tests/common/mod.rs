@@ -27,6 +27,21 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// The binary with a clean environment: no settings file of the person running the tests, no
+/// `SERVENT_` variables of theirs.
+pub fn bin(home: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_servent"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SERVENT_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("XDG_CONFIG_HOME", home)
+        .env("HOME", home)
+        .env("RUST_LOG", "warn");
+    c
+}
+
 /// An ultrapeer on 127.0.0.1:0 that dials `peers` and nothing else.
 pub async fn ultrapeer(peers: &[SocketAddrV4]) -> Node {
     ultrapeer_wanting(peers, peers.len()).await
