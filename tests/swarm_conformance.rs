@@ -215,3 +215,46 @@ fn altloc_vectors() {
         }
     }
 }
+
+const PUSH_PROXY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/conformance/swarm/push_proxy.json"
+);
+
+#[test]
+fn push_proxy_vectors() {
+    use servent::overlay::Proxied;
+    use servent::transfer::pushproxy::{answer, is_proxy_path, parse};
+    use servent::wire::ServentId;
+    let text = fs::read_to_string(PUSH_PROXY).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let cases = load(PUSH_PROXY);
+    assert!(cases.len() >= 13, "{} cases", cases.len());
+    for case in &cases {
+        let d = name(case);
+        let path = case["path"].as_str().unwrap();
+        assert!(is_proxy_path(path), "{d}");
+        let got = parse(path, case["query"].as_str(), case["x_node"].as_str());
+        match (&case["want"], case["error"].as_str()) {
+            (want, None) => {
+                let r = got.unwrap_or_else(|e| panic!("{d}: {e}"));
+                assert_eq!(r.target.to_hex(), want["guid"].as_str().unwrap(), "{d}");
+                assert_eq!(u64::from(r.index.0), want["index"].as_u64().unwrap(), "{d}");
+                assert_eq!(r.to.to_string(), want["to"].as_str().unwrap(), "{d}");
+            }
+            (_, Some(code)) => {
+                let e = got.expect_err(&d);
+                assert_eq!(e.code(), code, "{d}: {e}");
+            }
+        }
+    }
+    let g = ServentId::from_hex("8f3a9c1e5b7d2f4aff61d0c2e4b6a801").unwrap();
+    let line = |how| {
+        let (code, reason) = answer(how, &g);
+        format!("{code} {reason}")
+    };
+    let a = &doc["answers"];
+    assert_eq!(line(Proxied::Neighbour), a["neighbour"].as_str().unwrap());
+    assert_eq!(line(Proxied::Routed(3)), a["routed-3"].as_str().unwrap());
+    assert_eq!(line(Proxied::NoRoute), a["no-route"].as_str().unwrap());
+}

@@ -28,6 +28,18 @@ pub enum ProxyError {
     NoNode,
 }
 
+impl ProxyError {
+    /// A stable code for it (the conformance vectors name these).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoGuid => "no-guid",
+            ProxyError::BadGuid(_) => "bad-guid",
+            ProxyError::BadIndex(_) => "bad-index",
+            ProxyError::NoNode => "no-node",
+        }
+    }
+}
+
 /// Whether `path` is a push-proxy request at all.
 pub fn is_proxy_path(path: &str) -> bool {
     matches!(
